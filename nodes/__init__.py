@@ -1,0 +1,10 @@
+"""ComfyUI node adapters: schema + translation into trainer/ calls, nothing more."""
+from comfy_api.latest import ComfyExtension, io
+
+from .save import SaveLoRA
+from .train import FluxLoRATrain
+
+
+class FluxLoRAExtension(ComfyExtension):
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [FluxLoRATrain, SaveLoRA]

@@ -1,0 +1,107 @@
+"""FluxLoRATrain node."""
+import torch
+
+import comfy.sd
+from comfy_api.latest import io, ui
+
+from ..trainer import objective
+from ..trainer.dataset import encode_examples, split_captions
+from ..trainer.lora import TARGET_PRESETS, LoraSettings
+from ..trainer.loop import TrainSettings, train_flux_lora
+from ..trainer.optim import OPTIMIZERS, SCHEDULERS
+from ..trainer.plot import loss_curve_image
+from ..trainer.vram import release
+
+LORA_MODEL = io.Custom("LORA_MODEL")  # ComfyUI's own LoRA-weights type: also works with 'Load LoRA Model'
+LOSS_MAP = io.Custom("LOSS_MAP")
+
+
+class FluxLoRATrain(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxLoRA_Train",
+            display_name="Flux LoRA Train",
+            category="FluxLoRA",
+            is_output_node=True,
+            description="Trains a FLUX.1-dev LoRA on the MODEL ComfyUI already loaded (it is left unchanged).",
+            inputs=[
+                io.Model.Input("model", tooltip="FLUX.1-dev from 'Load Diffusion Model' (fp8_e4m3fn weight dtype saves VRAM). "
+                                                "It is not modified; a trained copy is output."),
+                io.Clip.Input("clip", tooltip="FLUX text encoders (DualCLIPLoader, type 'flux'). Captions are encoded once, "
+                                              "then the encoders are moved out of VRAM."),
+                io.Vae.Input("vae", tooltip="FLUX VAE (ae.safetensors). Images are encoded once, then the VAE leaves VRAM."),
+                io.Image.Input("images", tooltip="Training images (an IMAGE batch; all the same size). Sides are cropped to "
+                                                 "multiples of 16 pixels."),
+                io.String.Input("captions", multiline=True, default="",
+                                tooltip="One caption per line, in image order; or a single line used for every image. "
+                                        "Include your trigger word."),
+                io.Int.Input("steps", default=1000, min=1, max=100000,
+                             tooltip="Optimizer steps. 1000-2500 suits 10-30 images."),
+                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-5, round=False,
+                               tooltip="1e-4 to 4e-4 is typical for rank 16-32 with AdamW."),
+                io.Int.Input("rank", default=16, min=1, max=256, tooltip="LoRA rank: capacity and file size. 16-32 is typical."),
+                io.Float.Input("alpha", default=16.0, min=0.01, max=1024.0, step=0.5,
+                               tooltip="LoRA alpha; the update is scaled by alpha/rank. alpha = rank gives scale 1."),
+                io.Combo.Input("optimizer", options=list(OPTIMIZERS), default="adamw",
+                               tooltip="adamw: reliable default. adamw8bit (bitsandbytes): less VRAM for optimizer state. "
+                                       "adafactor: least memory."),
+                io.Combo.Input("scheduler", options=list(SCHEDULERS), default="constant",
+                               tooltip="Learning-rate schedule after warmup (transformers' implementations)."),
+                io.Int.Input("warmup_steps", default=0, min=0, max=100000, tooltip="Linear learning-rate warmup steps."),
+                io.Int.Input("batch_size", default=1, min=1, max=64,
+                             tooltip="Images per micro-batch. Each image keeps its own caption."),
+                io.Int.Input("grad_accumulation", default=1, min=1, max=1024,
+                             tooltip="Micro-batches summed per optimizer step (effective batch = batch_size x this)."),
+                io.Float.Input("max_grad_norm", default=1.0, min=0.0, max=100.0, step=0.1,
+                               tooltip="Gradient clipping norm; 0 disables clipping."),
+                io.Combo.Input("sigma_sampling", options=list(objective.SIGMA_SAMPLERS), default="sigmoid",
+                               tooltip="How noise levels are drawn: sigmoid (ai-toolkit default), shift (by sigma_shift), "
+                                       "flux_shift (shift from the image resolution), logit_normal (SD3), uniform."),
+                io.Float.Input("sigma_shift", default=objective.DEFAULT_SHIFT, min=0.1, max=20.0, step=0.01, round=False,
+                               tooltip="Shift for sigma_sampling 'shift' (3.1582 = FLUX's shift at 1024px). Unused otherwise."),
+                io.Combo.Input("loss_weighting", options=list(objective.LOSS_WEIGHTINGS), default="none",
+                               tooltip="Per-noise-level loss weight: none (plain velocity MSE), sigma_sqrt, cosmap."),
+                io.Float.Input("guidance", default=1.0, min=0.0, max=10.0, step=0.1,
+                               tooltip="Guidance embedding value during training. 1.0 is right for FLUX.1-dev."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Seeds LoRA init, noise, sigmas and image order: same seed, same LoRA."),
+                io.Boolean.Input("gradient_checkpointing", default=True,
+                                 tooltip="Recompute block activations in backward: much less VRAM, ~30% slower."),
+                io.Combo.Input("targets", options=list(TARGET_PRESETS), default="all linear",
+                               tooltip="Layers that get LoRA: 'all linear' (every Linear of the double and single blocks) "
+                                       "or 'attention' (attention projections; single blocks' fused linear1/linear2)."),
+                io.String.Input("blocks", default="all",
+                                tooltip="Which blocks to train: 'all', or e.g. 'double 0-18, single 0-37', 'single 7-20'."),
+                io.Float.Input("dropout", default=0.0, min=0.0, max=0.9, step=0.01, tooltip="LoRA dropout."),
+                io.Boolean.Input("dora", default=False,
+                                 tooltip="DoRA (weight-decomposed LoRA). Needs an unquantized model; saves in kohya format."),
+            ],
+            outputs=[
+                LORA_MODEL.Output("lora", tooltip="The trained LoRA: connect to 'Save Flux LoRA'."),
+                io.Model.Output("model", tooltip="The input MODEL with the LoRA applied as a normal ComfyUI patch."),
+                LOSS_MAP.Output("loss", tooltip="Loss per step ({'loss': [...]})."),
+                io.Image.Output("loss_curve", tooltip="Loss (raw and moving average) and learning rate per step."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, clip, vae, images, captions, steps, learning_rate, rank, alpha, optimizer, scheduler,
+                warmup_steps, batch_size, grad_accumulation, max_grad_norm, sigma_sampling, sigma_shift, loss_weighting,
+                guidance, seed, gradient_checkpointing, targets, blocks, dropout, dora) -> io.NodeOutput:
+        settings = TrainSettings(
+            steps=steps, learning_rate=learning_rate, optimizer=optimizer, scheduler=scheduler,
+            warmup_steps=warmup_steps, batch_size=batch_size, grad_accumulation=grad_accumulation,
+            max_grad_norm=max_grad_norm, sigma_sampling=sigma_sampling, sigma_shift=sigma_shift,
+            loss_weighting=loss_weighting, guidance=guidance, seed=seed, gradient_checkpointing=gradient_checkpointing,
+            lora=LoraSettings(rank=rank, alpha=alpha, dropout=dropout, use_dora=dora, targets=targets, blocks=blocks))
+        settings.validate()
+        examples = encode_examples(model, clip, vae, images, split_captions(captions, images.shape[0]))
+        release(clip.patcher, vae.patcher)
+        lora = train_flux_lora(model, examples, settings)
+        with torch.inference_mode(False):
+            curve = loss_curve_image(lora.losses, lora.learning_rates)
+        model_with_lora, _ = comfy.sd.load_lora_for_models(model, None, dict(lora), 1.0, 0)
+        shown = ui.PreviewImage(curve, cls=cls).as_dict()
+        shown["loss"] = [round(v, 6) for v in lora.losses]
+        return io.NodeOutput(lora, model_with_lora, {"loss": list(lora.losses)}, curve, ui=shown)

@@ -1,0 +1,85 @@
+"""Puts the real ComfyUI on sys.path for the tests (CPU, no downloads).
+
+ComfyUI is found at $COMFYUI_PATH, else the ComfyUI this pack sits in (<ComfyUI>/custom_nodes/<pack>),
+else comfy-cli's default workspace ~/comfy/ComfyUI. Without one the suite fails with instructions.
+"""
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+PACK_DIR = Path(__file__).resolve().parent.parent
+SHIMS = Path(__file__).resolve().parent / "shims"
+
+
+def find_comfyui() -> Path:
+    candidates = []
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append(Path(os.environ["COMFYUI_PATH"]))
+    candidates += [PACK_DIR.parent.parent, Path.home() / "comfy" / "ComfyUI"]
+    for c in candidates:
+        if (c / "comfy" / "model_patcher.py").is_file() and (c / "execution.py").is_file():
+            return c.resolve()
+    raise RuntimeError(
+        "ComfyUI not found. The tests run against a real ComfyUI (v0.8.0): set COMFYUI_PATH, put this pack in "
+        "<ComfyUI>/custom_nodes/, or run `bash tests/setup_env.sh`, which installs ComfyUI with comfy-cli into "
+        "~/comfy/ComfyUI. Looked in: " + ", ".join(str(c) for c in candidates))
+
+
+def _torchvision_works() -> bool:
+    if importlib.util.find_spec("torchvision") is None:
+        return False
+    try:
+        import torchvision  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
+_BOOTED = None
+
+
+def boot():
+    """Imports ComfyUI once (CPU, PyTorch attention) and returns its root."""
+    global _BOOTED
+    if _BOOTED is not None:
+        return _BOOTED
+    root = find_comfyui()
+    # peft / transformers / diffusers decide once, at import, whether torchvision exists: let them see
+    # the truth before the tests-only stub (needed by ComfyUI's start-up imports) goes on sys.path.
+    import transformers.utils.import_utils  # noqa: F401
+    import diffusers.utils.import_utils  # noqa: F401
+    import peft  # noqa: F401
+    if not _torchvision_works():
+        sys.path.insert(0, str(SHIMS))
+    sys.path.insert(0, str(root))
+    from comfy.cli_args import args
+    args.cpu = True
+    args.use_pytorch_cross_attention = True  # sub-quadratic attention re-chunks on recompute (ComfyUI#15845)
+    import utils.extra_config  # noqa: F401  (ComfyUI's 'utils' package before nodes.py shadows it)
+    import comfy.model_management  # noqa: F401
+    _BOOTED = root
+    return root
+
+
+PACK_NAME = "comfyui_fluxlora"
+
+
+def pack_parent(tmp_root: Path) -> Path:
+    """A custom_nodes-style folder holding this pack under its import name (a symlink)."""
+    parent = Path(tmp_root) / "custom_nodes"
+    parent.mkdir(parents=True, exist_ok=True)
+    link = parent / PACK_NAME
+    if not link.exists():
+        link.symlink_to(PACK_DIR, target_is_directory=True)
+    return parent
+
+
+def import_pack(tmp_root: Path):
+    """Imports the pack as a package (relative imports work as under ComfyUI)."""
+    import importlib
+    boot()
+    parent = str(pack_parent(tmp_root))
+    if parent not in sys.path:
+        sys.path.append(parent)
+    return importlib.import_module(PACK_NAME)

@@ -1,0 +1,49 @@
+"""API-format graphs built only from stock ComfyUI nodes and this pack."""
+
+
+def training_graph(names, image_files, captions, steps=60, prefix="flux_lora/test", fmt="kohya", **train):
+    g = {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": names["unet"], "weight_dtype": train.pop("weight_dtype", "default")}},
+        "clip": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": names["clip_l"], "clip_name2": names["t5"], "type": "flux"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": names["vae"]}},
+    }
+    previous = None
+    for i, f in enumerate(image_files):
+        g[f"img{i}"] = {"class_type": "LoadImage", "inputs": {"image": f}}
+        if previous is None:
+            previous = [f"img{i}", 0]
+        else:
+            g[f"batch{i}"] = {"class_type": "ImageBatch", "inputs": {"image1": previous, "image2": [f"img{i}", 0]}}
+            previous = [f"batch{i}", 0]
+    settings = dict(steps=steps, learning_rate=5e-3, rank=16, alpha=16.0, optimizer="adamw", scheduler="constant",
+                    warmup_steps=0, batch_size=1, grad_accumulation=1, max_grad_norm=1.0, sigma_sampling="sigmoid",
+                    sigma_shift=3.1582, loss_weighting="none", guidance=1.0, seed=0, gradient_checkpointing=True,
+                    targets="all linear", blocks="all", dropout=0.0, dora=False)
+    settings.update(train)
+    g["train"] = {"class_type": "FluxLoRA_Train", "inputs": {"model": ["unet", 0], "clip": ["clip", 0], "vae": ["vae", 0],
+                                                              "images": previous, "captions": "\n".join(captions), **settings}}
+    g["save"] = {"class_type": "FluxLoRA_SaveLoRA", "inputs": {"lora": ["train", 0], "filename_prefix": prefix,
+                                                               "format": fmt, "precision": "fp32", "trigger_word": "tok_test"}}
+    return g
+
+
+def add_sampling(g, model_ref, prompt_text="tok_test a red thing", tag="s"):
+    g[f"{tag}_pos"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": prompt_text}}
+    g[f"{tag}_neg"] = {"class_type": "CLIPTextEncode", "inputs": {"clip": ["clip", 0], "text": ""}}
+    g[f"{tag}_latent"] = {"class_type": "EmptySD3LatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}}
+    g[f"{tag}_k"] = {"class_type": "KSampler", "inputs": {
+        "model": model_ref, "seed": 1, "steps": 3, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+        "positive": [f"{tag}_pos", 0], "negative": [f"{tag}_neg", 0], "latent_image": [f"{tag}_latent", 0], "denoise": 1.0}}
+    g[f"{tag}_decode"] = {"class_type": "VAEDecode", "inputs": {"samples": [f"{tag}_k", 0], "vae": ["vae", 0]}}
+    g[f"{tag}_out"] = {"class_type": "SaveImage", "inputs": {"images": [f"{tag}_decode", 0], "filename_prefix": tag}}
+    return g
+
+
+def lora_sampling_graph(names, lora_name):
+    g = {
+        "unet": {"class_type": "UNETLoader", "inputs": {"unet_name": names["unet"], "weight_dtype": "default"}},
+        "clip": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": names["clip_l"], "clip_name2": names["t5"], "type": "flux"}},
+        "vae": {"class_type": "VAELoader", "inputs": {"vae_name": names["vae"]}},
+        "lora": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["unet", 0], "lora_name": lora_name, "strength_model": 1.0}},
+    }
+    return add_sampling(g, ["lora", 0], tag="l")

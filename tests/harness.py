@@ -1,0 +1,72 @@
+"""Runs graphs through ComfyUI's real executor with this pack loaded as a custom node (CPU, tiny models)."""
+import asyncio
+import uuid
+from pathlib import Path
+
+import comfy_env
+
+_STATE = {}
+
+
+class FakeServer:
+    """What PromptExecutor and ComfyUI's progress handler touch when no web server runs."""
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+    sockets_metadata = {}
+
+    def __init__(self):
+        self.events = []
+
+    def send_sync(self, event, data, sid=None):
+        self.events.append((event, data))
+
+    def queue_updated(self):
+        pass
+
+
+def setup(root: Path):
+    """Boots ComfyUI once per session: tiny model files, folders, the pack loaded like any custom node."""
+    if _STATE:
+        return _STATE
+    comfy_env.boot()
+    import tiny_models
+    import folder_paths
+    import nodes
+    models = root / "models"
+    names = tiny_models.write_model_files(models)
+    tiny_models.install_loader_shims()
+    for kind in ("diffusion_models", "vae", "text_encoders", "loras"):
+        (models / kind).mkdir(parents=True, exist_ok=True)
+        folder_paths.add_model_folder_path(kind, str(models / kind), is_default=True)
+    for sub, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory),
+                        ("input", folder_paths.set_input_directory)):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+        setter(str(root / sub))
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))  # comfy_extras nodes
+    parent = comfy_env.pack_parent(root)
+    ok = asyncio.run(nodes.load_custom_node(str(parent / comfy_env.PACK_NAME)))
+    assert ok, "the pack failed to load as a custom node (see log)"
+    assert "FluxLoRA_Train" in nodes.NODE_CLASS_MAPPINGS
+    _STATE.update(root=root, names=names, loras=models / "loras")
+    return _STATE
+
+
+def run(prompt: dict):
+    """Validates and executes an API-format prompt; returns (executor, server). Raises on validation errors."""
+    import execution
+    prompt_id = str(uuid.uuid4())
+    valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    if not valid[0]:
+        raise AssertionError(f"invalid prompt: {valid[1]} {valid[3]}")
+    server = FakeServer()
+    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=valid[2])
+    return executor, server
+
+
+def error_message(executor):
+    for event, data in executor.status_messages:
+        if event == "execution_error":
+            return data.get("exception_message", str(data))
+    return None

@@ -1,0 +1,137 @@
+"""Gradient-correct, checkpointable forward of ComfyUI's FLUX.1 blocks, for training only.
+
+ComfyUI's ``DoubleStreamBlock``/``SingleStreamBlock`` update the residual stream in place
+(``img +=``, ``txt +=``, ``x +=``) after a LayerNorm has saved that same tensor for backward. Without
+checkpointing autograd then refuses to run backward; with per-block ``checkpoint`` the saved input
+is silently the *updated* tensor and LoRA gradients come out wrong (cloning the block inputs does
+not cure it: the clone is still updated in place after ``norm1`` saved it).
+
+The functions below are the same computation written out of place, built from the block's own
+sub-modules (so peft's LoRA layers, ComfyUI's weight casting and lowvram patches all apply) and
+from ComfyUI's own ``apply_mod`` and attention. They are installed only on the *training* patcher,
+through ComfyUI's ``patches_replace["dit"]`` mechanism, so every other node keeps ComfyUI's
+forward. The first call of each block type is compared with ComfyUI's own block forward, so a
+ComfyUI update that changes the block math is caught instead of training a different model.
+"""
+import functools
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+import comfy.ldm.flux.math as flux_math
+from comfy.ldm.flux.layers import apply_mod
+
+from .rope import apply_rope
+
+
+class BlockMismatch(RuntimeError):
+    pass
+
+
+def _attention(q, k, v, pe, mask, transformer_options):
+    if pe is not None:
+        q, k = apply_rope(q, k, pe)
+    return flux_math.optimized_attention(q, k, v, q.shape[1], skip_reshape=True, mask=mask,
+                                         transformer_options=transformer_options)
+
+
+def _split_heads(attn_module, x, num_heads):
+    qkv = attn_module.qkv(x)
+    q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = attn_module.norm(q, k, v)
+    return q, k, v
+
+
+def double_block_forward(block, img, txt, vec, pe, attn_mask=None, transformer_options=None):
+    """Out-of-place ``comfy.ldm.flux.layers.DoubleStreamBlock.forward`` (FLUX.1 configuration)."""
+    transformer_options = transformer_options or {}
+    img_mod1, img_mod2 = block.img_mod(vec)
+    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    img_q, img_k, img_v = _split_heads(block.img_attn, apply_mod(block.img_norm1(img), 1 + img_mod1.scale, img_mod1.shift), block.num_heads)
+    txt_q, txt_k, txt_v = _split_heads(block.txt_attn, apply_mod(block.txt_norm1(txt), 1 + txt_mod1.scale, txt_mod1.shift), block.num_heads)
+    attn = _attention(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2),
+                      torch.cat((txt_v, img_v), dim=2), pe, attn_mask, transformer_options)
+    txt_attn, img_attn = attn[:, :txt.shape[1]], attn[:, txt.shape[1]:]
+
+    img = img + apply_mod(block.img_attn.proj(img_attn), img_mod1.gate)
+    img = img + apply_mod(block.img_mlp(apply_mod(block.img_norm2(img), 1 + img_mod2.scale, img_mod2.shift)), img_mod2.gate)
+    txt = txt + apply_mod(block.txt_attn.proj(txt_attn), txt_mod1.gate)
+    txt = txt + apply_mod(block.txt_mlp(apply_mod(block.txt_norm2(txt), 1 + txt_mod2.scale, txt_mod2.shift)), txt_mod2.gate)
+    if txt.dtype == torch.float16:
+        txt = torch.nan_to_num(txt, nan=0.0, posinf=65504, neginf=-65504)
+    return img, txt
+
+
+def single_block_forward(block, x, vec, pe, attn_mask=None, transformer_options=None):
+    """Out-of-place ``comfy.ldm.flux.layers.SingleStreamBlock.forward`` (FLUX.1 configuration)."""
+    transformer_options = transformer_options or {}
+    mod, _ = block.modulation(vec)
+    qkv, mlp = torch.split(block.linear1(apply_mod(block.pre_norm(x), 1 + mod.scale, mod.shift)),
+                           [3 * block.hidden_size, block.mlp_hidden_dim_first], dim=-1)
+    q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
+    q, k = block.norm(q, k, v)
+    attn = _attention(q, k, v, pe, attn_mask, transformer_options)
+    x = x + apply_mod(block.linear2(torch.cat((attn, block.mlp_act(mlp)), 2)), mod.gate)
+    if x.dtype == torch.float16:
+        x = torch.nan_to_num(x, nan=0.0, posinf=65504, neginf=-65504)
+    return x
+
+
+def _verify(name, ours, reference):
+    for a, b in zip(ours, reference):
+        if a.shape != b.shape or not torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-3 * float(b.abs().max()) + 1e-6):
+            raise BlockMismatch(
+                f"The training forward of {name} no longer matches ComfyUI's own Flux block "
+                "(ComfyUI's Flux code changed). Training would optimise a different model; please "
+                "update ComfyUI-FluxLoRA or report this with your ComfyUI version.")
+
+
+class _BlockPatch:
+    """A ``patches_replace['dit']`` entry running one block out of place, optionally checkpointed."""
+
+    def __init__(self, block, kind, checkpointing, verify):
+        self.block = block
+        self.kind = kind
+        self.checkpointing = checkpointing
+        self.verify = verify
+
+    def _run(self, fn, *tensors):
+        if self.checkpointing and torch.is_grad_enabled():
+            return checkpoint(fn, *tensors, use_reentrant=False)
+        return fn(*tensors)
+
+    def __call__(self, args, extra):
+        options = dict(args.get("transformer_options") or {})
+        if self.kind == "double":
+            fn = functools.partial(double_block_forward, self.block, attn_mask=args.get("attn_mask"), transformer_options=options)
+            out = self._run(fn, args["img"], args["txt"], args["vec"], args["pe"])
+            if self.verify.pop(self.kind, False):
+                with torch.no_grad():
+                    ref = extra["original_block"]({**args, "img": args["img"].detach().clone(), "txt": args["txt"].detach().clone()})
+                _verify("a double block", out, (ref["img"], ref["txt"]))
+            return {"img": out[0], "txt": out[1]}
+        fn = functools.partial(single_block_forward, self.block, attn_mask=args.get("attn_mask"), transformer_options=options)
+        out = self._run(fn, args["img"], args["vec"], args["pe"])
+        if self.verify.pop(self.kind, False):
+            with torch.no_grad():
+                ref = extra["original_block"]({**args, "img": args["img"].detach().clone()})
+            _verify("a single block", (out,), (ref["img"],))
+        return {"img": out}
+
+
+def install_training_blocks(patcher, checkpointing: bool, verify: bool = True):
+    """Routes every double/single block of ``patcher`` (a training clone) through the forwards above."""
+    dm = patcher.model.diffusion_model
+    existing = patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
+    if existing:
+        raise ValueError(
+            "The MODEL carries Flux block replacement patches from another node "
+            f"({len(existing)} blocks patched). Connect the plain Flux MODEL to FluxLoRATrain.")
+    for block in list(dm.double_blocks) + list(dm.single_blocks):
+        if getattr(block, "flipped_img_txt", False) or not getattr(block, "modulation", True):
+            raise ValueError("Unsupported Flux block layout (flipped or externally modulated blocks).")
+    pending = {"double": verify, "single": verify}
+    for i, block in enumerate(dm.double_blocks):
+        patcher.set_model_patch_replace(_BlockPatch(block, "double", checkpointing, pending), "dit", "double_block", i)
+    for i, block in enumerate(dm.single_blocks):
+        patcher.set_model_patch_replace(_BlockPatch(block, "single", checkpointing, pending), "dit", "single_block", i)

@@ -1,0 +1,153 @@
+"""LoRA files: ComfyUI-native weights -> kohya or diffusers (PEFT) keys, metadata, safe writing."""
+import json
+import os
+
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+import comfy.utils
+
+FORMATS = ("kohya", "diffusers")
+PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+PREFIX = "diffusion_model."
+
+
+def _modules(weights: dict):
+    return sorted({k[len(PREFIX):].rsplit(".lora_up.weight", 1)[0] for k in weights if k.endswith(".lora_up.weight")})
+
+
+def kohya_state_dict(weights: dict) -> dict:
+    """``lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight`` / ``.lora_up.weight`` / ``.alpha`` (/ ``.dora_scale``)."""
+    out = {}
+    for key, value in weights.items():
+        if not key.startswith(PREFIX):
+            raise ValueError(f"Unexpected LoRA key {key}")
+        module, _, suffix = key[len(PREFIX):].partition(".lora_")
+        if suffix:
+            out[f"lora_unet_{module.replace('.', '_')}.lora_{suffix}"] = value
+        else:
+            module, _, suffix = key[len(PREFIX):].rpartition(".")
+            out[f"lora_unet_{module.replace('.', '_')}.{suffix}"] = value
+    return out
+
+
+def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
+    """PEFT keys (``transformer.transformer_blocks.0.attn.to_q.lora_A.weight`` ...), using ComfyUI's own
+    diffusers<->Flux map. Fused layers are split: each part gets a copy of ``lora_A`` and its rows of
+    ``lora_B``. The alpha/rank scale is folded into ``lora_B`` (diffusers and ComfyUI then use scale 1)."""
+    if any(k.endswith(".dora_scale") for k in weights):
+        raise ValueError("DoRA LoRAs can be saved in the 'kohya' format only.")
+    by_comfy_key = {}
+    for diffusers_key, target in comfy.utils.flux_to_diffusers(unet_config, output_prefix=PREFIX).items():
+        if not diffusers_key.endswith(".weight"):
+            continue
+        comfy_key, rows = (target, None) if isinstance(target, str) else (target[0], target[1])
+        by_comfy_key.setdefault(comfy_key, []).append((diffusers_key[:-len(".weight")], rows))
+    out = {}
+    for module in _modules(weights):
+        up = weights[f"{PREFIX}{module}.lora_up.weight"]
+        down = weights[f"{PREFIX}{module}.lora_down.weight"]
+        alpha = float(weights[f"{PREFIX}{module}.alpha"])
+        up = up * (alpha / down.shape[0])
+        parts = by_comfy_key.get(f"{PREFIX}{module}.weight")
+        if not parts:
+            raise ValueError(f"Layer {module} has no diffusers equivalent; save in 'kohya' format.")
+        for name, rows in parts:
+            b = up if rows is None else up.narrow(rows[0], rows[1], rows[2])
+            out[f"transformer.{name}.lora_A.weight"] = down.clone()
+            out[f"transformer.{name}.lora_B.weight"] = b.clone()
+    return out
+
+
+def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> dict:
+    lora = info["lora"]
+    h, w = info["resolution"]
+    meta = {
+        "ss_network_module": "networks.lora_flux",
+        "ss_network_dim": str(lora["rank"]),
+        "ss_network_alpha": str(float(lora["alpha"])),
+        "ss_network_dropout": str(lora["dropout"]),
+        "ss_network_args": json.dumps({"use_dora": lora["use_dora"], "targets": lora["targets"], "blocks": lora["blocks"]}),
+        "ss_base_model_version": "flux1",
+        "ss_steps": str(info["steps"]),
+        "ss_max_train_steps": str(info["steps"]),
+        "ss_learning_rate": str(info["learning_rate"]),
+        "ss_unet_lr": str(info["learning_rate"]),
+        "ss_optimizer": info["optimizer"],
+        "ss_lr_scheduler": info["scheduler"],
+        "ss_lr_warmup_steps": str(info["warmup_steps"]),
+        "ss_batch_size_per_device": str(info["batch_size"]),
+        "ss_gradient_accumulation_steps": str(info["grad_accumulation"]),
+        "ss_max_grad_norm": str(info["max_grad_norm"]),
+        "ss_gradient_checkpointing": str(info["gradient_checkpointing"]),
+        "ss_seed": str(info["seed"]),
+        "ss_num_train_images": str(info["examples"]),
+        "ss_resolution": f"({w * 8}, {h * 8})",
+        "ss_guidance_scale": str(info["guidance"]),
+        "ss_timestep_sampling": info["sigma_sampling"],
+        "ss_discrete_flow_shift": str(info["sigma_shift"]),
+        "ss_weighting_scheme": info["loss_weighting"],
+        "ss_model_prediction_type": "raw",
+        "ss_fp8_base": str(info["model_weight_dtype"].startswith("float8")),
+        "ss_mixed_precision": info["model_compute_dtype"],
+        "ss_save_precision": precision,
+        "ss_training_comment": "trained with ComfyUI-FluxLoRA",
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": "flux-1-dev/lora",
+        "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        "modelspec.resolution": f"{w * 8}x{h * 8}",
+        "fluxlora_format": fmt,
+    }
+    if trigger_word:
+        meta["ss_trigger_word"] = trigger_word
+        meta["modelspec.trigger_phrase"] = trigger_word
+    if info.get("final_loss") is not None:
+        meta["fluxlora_final_loss"] = f"{info['final_loss']:.6g}"
+    return meta
+
+
+def lora_file_bytes(lora, fmt: str = "kohya", precision: str = "bf16", trigger_word: str = "", title: str = "") -> bytes:
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown LoRA format '{fmt}'; choose one of {FORMATS}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"Unknown precision '{precision}'; choose one of {list(PRECISIONS)}.")
+    weights = dict(lora)
+    tensors = kohya_state_dict(weights) if fmt == "kohya" else diffusers_state_dict(weights, lora.info["base_model"])
+    dtype = PRECISIONS[precision]
+    tensors = {k: (v if k.endswith(".alpha") else v.to(dtype)).contiguous() for k, v in sorted(tensors.items())}
+    meta = metadata(lora.info, fmt, precision, trigger_word)
+    if title:
+        meta["modelspec.title"] = title
+    return safetensors_bytes(tensors, metadata=meta)
+
+
+def safe_relative_prefix(prefix: str) -> str:
+    """Validates a file-name prefix that must stay inside the loras folder."""
+    p = (prefix or "").strip().replace("\\", "/")
+    if not p:
+        raise ValueError("The file name prefix is empty.")
+    if p.startswith("/") or (len(p) > 1 and p[1] == ":") or any(part in ("..", "") for part in p.split("/")[:-1]) \
+            or p.split("/")[-1] in ("", ".", ".."):
+        raise ValueError(f"The file name prefix '{prefix}' must be a relative name inside the loras folder "
+                         "(like 'my_lora' or 'flux/my_lora'); '..', absolute paths and empty parts are not allowed.")
+    return p
+
+
+def write_new_file(folder: str, prefix: str, steps: int, data: bytes) -> str:
+    """Writes ``<folder>/<prefix>_<steps>steps_<counter>.safetensors`` with a fresh counter; never overwrites."""
+    prefix = safe_relative_prefix(prefix)
+    root = os.path.realpath(folder)
+    base = os.path.realpath(os.path.join(root, prefix))
+    if os.path.commonpath([root, base]) != root:
+        raise ValueError(f"The file name prefix '{prefix}' leaves the loras folder.")
+    os.makedirs(os.path.dirname(base), exist_ok=True)
+    stem = os.path.basename(base)
+    counter = 1
+    while True:
+        path = os.path.join(os.path.dirname(base), f"{stem}_{steps:06d}steps_{counter:05d}.safetensors")
+        try:
+            with open(path, "xb") as f:  # exclusive create: an existing file is never touched
+                f.write(data)
+            return path
+        except FileExistsError:
+            counter += 1

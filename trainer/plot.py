@@ -1,0 +1,41 @@
+"""Loss curve as an image tensor (matplotlib, headless)."""
+import numpy as np
+import torch
+
+
+def moving_average(values, window):
+    out, acc = [], 0.0
+    for i, v in enumerate(values):
+        acc += v
+        if i >= window:
+            acc -= values[i - window]
+        out.append(acc / min(i + 1, window))
+    return out
+
+
+def loss_curve_image(losses, learning_rates=None, width=768, height=432) -> torch.Tensor:
+    """(1, H, W, 3) float image of raw loss, its moving average and (right axis) the learning rate."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = Figure(figsize=(width / 96, height / 96), dpi=96)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_subplot(111)
+    steps = list(range(1, len(losses) + 1))
+    if losses:
+        ax.plot(steps, losses, color="#9ab7d3", linewidth=0.8, label="loss")
+        ax.plot(steps, moving_average(losses, max(1, len(losses) // 20)), color="#1f4e79", linewidth=2, label="moving average")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    if learning_rates:
+        ax2 = ax.twinx()
+        ax2.plot(steps, learning_rates, color="#d08c2c", linewidth=1, label="learning rate")
+        ax2.set_ylabel("learning rate")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    canvas.draw()
+    rgba = np.asarray(canvas.buffer_rgba(), dtype=np.float32)[..., :3] / 255.0
+    return torch.from_numpy(rgba.copy())[None]

@@ -1,0 +1,40 @@
+"""Working with ComfyUI's model management: what to free, what to ask for, inference tensors."""
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+
+
+def release(*patchers):
+    """Unloads these ModelPatchers (e.g. the text encoder and VAE after caching) from ComfyUI's loaded models."""
+    wanted = [p for p in patchers if p is not None]
+    for i in range(len(mm.current_loaded_models) - 1, -1, -1):
+        loaded = mm.current_loaded_models[i]
+        if any(loaded.model is p for p in wanted):
+            loaded.model_unload()
+            mm.current_loaded_models.pop(i)
+    mm.soft_empty_cache()
+
+
+def training_memory_estimate(image_tokens: int, text_tokens: int, hidden: int, blocks: int, batch: int,
+                             checkpointing: bool, trainable_params: int, bytes_per_value: int = 2) -> int:
+    """Rough bytes for activations + LoRA params/grads/optimizer state, for ``load_models_gpu(memory_required=...)``.
+
+    With checkpointing one residual per block is kept plus one block's working set (~30 activations
+    of tokens x hidden); without it every block keeps its working set.
+    """
+    per_block = (image_tokens + text_tokens) * hidden * bytes_per_value * batch
+    activations = per_block * (blocks + 30) if checkpointing else per_block * 30 * blocks
+    return int(activations + trainable_params * 4 * 4)
+
+
+def materialize_inference_params(module: torch.nn.Module) -> int:
+    """Replaces parameters created under ``torch.inference_mode`` (every ComfyUI loader runs in it) with
+    ordinary tensors holding the same values, as ComfyUI's own weight patching does. Autograd may not
+    save inference tensors for backward, which the input-gradient of every frozen layer needs."""
+    count = 0
+    for name, param in list(module.named_parameters()):
+        if param.is_inference():
+            comfy.utils.set_attr_param(module, name, param.detach().clone())
+            count += 1
+    return count
