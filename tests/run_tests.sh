@@ -7,4 +7,5 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "No test environment at $VENV - run: bash tests/setup_env.sh" >&2
   exit 2
 fi
-exec "$VENV/bin/python" -m pytest tests -q "$@"
+if [ $# -eq 0 ]; then set -- tests; fi
+exec "$VENV/bin/python" -m pytest -q "$@"

@@ -41,6 +41,7 @@ def flux_info(model_patcher) -> FluxInfo:
     compute = base.manual_cast_dtype or weight.dtype
     return FluxInfo(hidden_size=p.hidden_size, num_heads=p.num_heads, depth=p.depth,
                     depth_single_blocks=p.depth_single_blocks, guidance_embed=p.guidance_embed,
-                    unet_config=dict(base.model_config.unet_config),
+                    unet_config={k: v for k, v in base.model_config.unet_config.items()
+                                 if isinstance(v, (bool, int, float, str, list, tuple, type(None)))},
                     weight_dtype=str(weight.dtype).replace("torch.", ""),
                     compute_dtype=str(compute).replace("torch.", ""))

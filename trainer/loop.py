@@ -1,4 +1,5 @@
 """The training loop: encode once -> noise -> predict -> loss -> step, on a clone of ComfyUI's MODEL."""
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -73,6 +74,36 @@ def _rng_devices(device):
     return [device] if torch.device(device).type == "cuda" else []
 
 
+@contextmanager
+def training_patcher(model, examples: list, settings: TrainSettings):
+    """A loaded training clone of ``model`` with LoRA layers injected and the grad-correct block forward.
+
+    Yields ``(patcher, lora, memory_required)``. On exit (normal, error or Interrupt) the LoRA layers are
+    ejected and the injection removed, so the shared model is exactly as before. Call inside
+    ``torch.inference_mode(False)``.
+    """
+    info = flux_info(model)
+    patcher = model.clone()
+    lora = FluxLoRA(patcher.model.diffusion_model, settings.lora, model.load_device)
+    try:
+        patcher.set_injections(INJECTION_KEY, [lora.injection()])
+        install_training_blocks(patcher, settings.gradient_checkpointing)
+        e = examples[0]
+        memory = training_memory_estimate(
+            image_tokens=(e.latent.shape[-2] // 2) * (e.latent.shape[-1] // 2), text_tokens=e.context.shape[0],
+            hidden=info.hidden_size, blocks=info.depth + info.depth_single_blocks, batch=settings.batch_size,
+            checkpointing=settings.gradient_checkpointing, trainable_params=sum(p.numel() for p in lora.parameters()))
+        mm.load_models_gpu([patcher], memory_required=memory)
+        materialize_inference_params(patcher.model.diffusion_model)
+        lora.requires_grad_(True)
+        yield patcher, lora, memory
+    finally:
+        lora.requires_grad_(False)
+        patcher.eject_model()
+        patcher.remove_injections(INJECTION_KEY)
+        lora.detach()
+
+
 def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
@@ -88,19 +119,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
     with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(settings.seed)
         generator = torch.Generator().manual_seed(settings.seed)
-        patcher = model.clone()
-        lora = FluxLoRA(patcher.model.diffusion_model, settings.lora, device)
-        try:
-            patcher.set_injections(INJECTION_KEY, [lora.injection()])
-            install_training_blocks(patcher, settings.gradient_checkpointing)
-            e = examples[0]
-            memory = training_memory_estimate(
-                image_tokens=(e.latent.shape[-2] // 2) * (e.latent.shape[-1] // 2), text_tokens=e.context.shape[0],
-                hidden=info.hidden_size, blocks=info.depth + info.depth_single_blocks, batch=settings.batch_size,
-                checkpointing=settings.gradient_checkpointing, trainable_params=sum(p.numel() for p in lora.parameters()))
-            mm.load_models_gpu([patcher], memory_required=memory)
-            materialize_inference_params(patcher.model.diffusion_model)
-            lora.requires_grad_(True)
+        with training_patcher(model, examples, settings) as (patcher, lora, memory):
             params = lora.parameters()
             optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate)
             scheduler = make_scheduler(settings.scheduler, optimizer, settings.warmup_steps, settings.steps)
@@ -109,7 +128,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
             losses, learning_rates = [], []
             for step in range(settings.steps):
                 mm.throw_exception_if_processing_interrupted()
-                if not lora.attached:  # another patcher of this model was loaded (e.g. preview sampling)
+                if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
                     mm.load_models_gpu([patcher], memory_required=memory)
                 step_loss = 0.0
                 for _ in range(settings.grad_accumulation):
@@ -127,12 +146,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                 progress.update_absolute(step + 1, settings.steps)
                 if on_step is not None:
                     on_step(step + 1, settings.steps, step_loss, lr)
-            lora.requires_grad_(False)
             weights = lora.comfy_state_dict()
-        finally:
-            patcher.eject_model()
-            patcher.remove_injections(INJECTION_KEY)
-            lora.detach()
     run = asdict(settings)
     run.update(base_model=info.unet_config, model_weight_dtype=info.weight_dtype, model_compute_dtype=info.compute_dtype,
                examples=len(examples), resolution=list(examples[0].latent.shape[-2:]),

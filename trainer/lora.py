@@ -94,7 +94,10 @@ class FluxLoRA:
                                  "Load the model with weight_dtype 'default' or turn DoRA off.")
         config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                             use_dora=settings.use_dora, target_modules=self.names, bias="none")
+        before = set(vars(diffusion_model))
         inject_adapter_in_model(config, diffusion_model, adapter_name=ADAPTER)
+        for attr in set(vars(diffusion_model)) - before:  # peft notes its config on the model: not on a shared one
+            delattr(diffusion_model, attr)
         self.layers = {n: m for n, m in diffusion_model.named_modules() if isinstance(m, LoraLayer)}
         if sorted(self.layers) != sorted(self.names):
             self._restore_base_layers()

@@ -1,0 +1,87 @@
+"""Training never changes the MODEL it was given: sampling is bit-identical before and after a run (also after an
+Interrupt), and no adapter modules, attributes, weight functions or patches are left on the shared model."""
+import importlib
+
+import pytest
+import torch
+
+import training_data
+
+
+def _sample(model, clip):
+    import nodes
+    pos = nodes.CLIPTextEncode().encode(clip, "tok_test a red thing")[0]
+    neg = nodes.CLIPTextEncode().encode(clip, "")[0]
+    latent = {"samples": torch.zeros(1, 16, 8, 8)}
+    with torch.inference_mode():
+        return nodes.common_ksampler(model, 5, 3, 1.0, "euler", "simple", pos, neg, latent)[0]["samples"]
+
+
+def _snapshot(model):
+    dm = model.model.diffusion_model
+    return {
+        "modules": [(n, type(m).__name__) for n, m in dm.named_modules()],
+        "attrs": sorted(vars(dm)),
+        "params": {k: v.detach().clone() for k, v in dm.state_dict().items()},
+        "weight_functions": sum(len(getattr(m, "weight_function", [])) + len(getattr(m, "bias_function", []))
+                                for m in dm.modules()),
+        "model_options": repr(model.model_options),
+        "patches": len(model.patches),
+        "injections": dict(model.injections),
+    }
+
+
+def _assert_clean(before, after):
+    assert after["modules"] == before["modules"]
+    assert after["attrs"] == before["attrs"]
+    assert after["weight_functions"] == before["weight_functions"] == 0
+    assert after["model_options"] == before["model_options"]
+    assert after["patches"] == before["patches"] and after["injections"] == before["injections"]
+    assert after["params"].keys() == before["params"].keys()
+    for k, v in before["params"].items():
+        assert torch.equal(after["params"][k], v), k
+
+
+def test_sampling_identical_after_training(comfy, pack):
+    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
+    model, examples = training_data.model_and_examples(comfy, pack)
+    _, clip, _ = training_data.load_models(comfy)
+    first = _sample(model, clip)
+    before = _snapshot(model)
+    with torch.inference_mode():
+        lora = loop.train_flux_lora(model, examples, loop.TrainSettings(steps=4, learning_rate=1e-2))
+    assert any(v.abs().max() > 0 for k, v in lora.items() if k.endswith("lora_up.weight")), "training changed the LoRA"
+    _assert_clean(before, _snapshot(model))
+    assert torch.equal(_sample(model, clip), first)
+
+
+def test_interrupt_leaves_model_clean(comfy, pack):
+    import comfy.model_management as mm
+    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
+    model, examples = training_data.model_and_examples(comfy, pack)
+    _, clip, _ = training_data.load_models(comfy)
+    first = _sample(model, clip)
+    before = _snapshot(model)
+    seen = []
+
+    def interrupt_after_two(step, total, loss, lr):
+        seen.append(step)
+        if step == 2:
+            mm.interrupt_current_processing(True)
+
+    with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
+        loop.train_flux_lora(model, examples, loop.TrainSettings(steps=50), on_step=interrupt_after_two)
+    assert seen == [1, 2]
+    _assert_clean(before, _snapshot(model))
+    assert torch.equal(_sample(model, clip), first)
+
+
+def test_non_flux_model_is_refused(pack):
+    import comfy.model_base
+    import comfy.model_patcher
+    flux_model = importlib.import_module(f"{pack.__name__}.trainer.flux_model")
+    sdxl = comfy.model_base.SDXL.__new__(comfy.model_base.SDXL)
+    torch.nn.Module.__init__(sdxl)
+    patcher = comfy.model_patcher.ModelPatcher(sdxl, load_device="cpu", offload_device="cpu")
+    with pytest.raises(flux_model.NotAFluxModel, match="FLUX.1 LoRAs only.*SDXL"):
+        flux_model.flux_info(patcher)
