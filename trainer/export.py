@@ -118,7 +118,16 @@ def lora_file_bytes(lora, fmt: str = "kohya", precision: str = "bf16", trigger_w
     meta = metadata(lora.info, fmt, precision, trigger_word)
     if title:
         meta["modelspec.title"] = title
-    return safetensors_bytes(tensors, metadata=meta)
+    return _canonical_header(safetensors_bytes(tensors, metadata=meta))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """safetensors writes its JSON header from a hash map, so key order (and the file's bytes) vary between
+    saves. Re-emit the header with sorted keys, so the same LoRA always gives the same file."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8:8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # keep the tensor data 8-byte aligned, as safetensors does
+    return len(header).to_bytes(8, "little") + header + data[8 + n:]
 
 
 def safe_relative_prefix(prefix: str) -> str:
