@@ -9,23 +9,22 @@ import images
 
 def test_train_save_load_sample(comfy, caplog):
     files = images.write_images(comfy["root"] / "input")
-    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=80, prefix="flux_lora/e2e")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=100, prefix="flux_lora/e2e")
     graphs.add_sampling(g, ["train", 1], tag="trained")  # the LoRA-applied MODEL output feeds a stock sampler
     executor, _ = harness.run(g)
     assert executor.success, harness.error_message(executor)
     outputs = executor.history_result["outputs"]
 
     losses = outputs["train"]["loss"]
-    assert len(losses) == 80
+    assert len(losses) == 100
     first, last = sum(losses[:5]) / 5, sum(losses[-10:]) / 10
-    # Issue #2 asks for a 5x fall; the tiny random DiT plateaus near its noise floor (~1.8x measured), see the issue notes.
-    assert first >= 1.5 * last, f"loss fell only from {first:.3f} to {last:.3f}"
+    assert first >= 5 * last, f"loss fell only from {first:.3f} to {last:.3f}"
     assert outputs["train"]["images"], "the node shows its loss curve"
     assert outputs["trained_out"]["images"]
 
     saved = outputs["save"]["text"][0] if "text" in outputs["save"] else None
     lora_files = sorted(p.relative_to(comfy["loras"]).as_posix() for p in comfy["loras"].rglob("e2e_*.safetensors"))
-    assert lora_files == ["flux_lora/e2e_000080steps_00001.safetensors"], (lora_files, saved)
+    assert lora_files == ["flux_lora/e2e_000100steps_00001.safetensors"], (lora_files, saved)
 
     caplog.clear()
     with caplog.at_level(logging.WARNING):
