@@ -145,3 +145,31 @@ def test_block_selection_trains_only_selected_layers(comfy, pack):
     lora = _train(comfy, pack, targets="attention", blocks="single 1")
     modules = sorted({k.split(".lora_")[0].rsplit(".alpha", 1)[0] for k in lora})
     assert modules == ["diffusion_model.single_blocks.1.linear1", "diffusion_model.single_blocks.1.linear2"]
+
+
+def test_node_releases_text_encoder_and_vae(comfy, pack):
+    """FluxLoRATrain encodes once, then moves CLIP and VAE out of ComfyUI's loaded models before training."""
+    import comfy.model_management as mm
+    node = importlib.import_module(f"{pack.__name__}.nodes.train").FluxLoRATrain
+    model, clip, vae = training_data.load_models(comfy)
+    images = training_data.image_batch(comfy)
+    seen_loaded = []
+    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
+    original = loop.train_flux_lora
+
+    def spy(model_, examples, settings, on_step=None):
+        seen_loaded.extend(m.model for m in mm.current_loaded_models)
+        return original(model_, examples, settings, on_step)
+    train_module = importlib.import_module(f"{pack.__name__}.nodes.train")
+    train_module.train_flux_lora, saved = spy, train_module.train_flux_lora
+    try:
+        with torch.inference_mode():
+            out = node.execute(model, clip, vae, images, "tok_test a thing", 2, 1e-3, 4, 4.0, "adamw", "constant", 0, 1, 1,
+                               1.0, "sigmoid", 3.1582, "none", 1.0, 0, True, "all linear", "all", 0.0, False)
+    finally:
+        train_module.train_flux_lora = saved
+    assert not any(m is clip.patcher or m is vae.patcher for m in seen_loaded)
+    lora, model_with_lora, loss, curve = out.result
+    assert loss == {"loss": lora.losses} and len(lora.losses) == 2
+    assert curve.ndim == 4 and curve.shape[-1] == 3
+    assert len(model_with_lora.patches) == 26 and not model.patches
