@@ -67,7 +67,7 @@ class FluxLoRATrain(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Seeds LoRA init, noise, sigmas and image order: same seed, same LoRA."),
                 io.Boolean.Input("gradient_checkpointing", default=True,
-                                 tooltip="Recompute block activations in backward: much less VRAM, ~30% slower."),
+                                 tooltip="Recompute block activations in backward: much less VRAM, somewhat slower."),
                 io.Combo.Input("targets", options=list(TARGET_PRESETS), default="all linear",
                                tooltip="Layers that get LoRA: 'all linear' (every Linear of the double and single blocks) "
                                        "or 'attention' (attention projections; single blocks' fused linear1/linear2)."),

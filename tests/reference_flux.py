@@ -31,10 +31,12 @@ def apply_rope(x, freqs):
 
 
 class Reference:
-    def __init__(self, diffusion_model, lora):
-        """``lora``: {layer name: (A, B, scale)} with A, B tensors (may require grad)."""
+    def __init__(self, diffusion_model, lora, weights=None):
+        """``lora``: {layer name: (A, B, scale)} with A, B tensors (may require grad). ``weights`` overrides
+        stored weights by name (e.g. with ComfyUI-patched values when patches are applied on the fly)."""
         self.p = {k: v.detach().float() for k, v in diffusion_model.state_dict().items() if ".lora_" not in k}
         self.p = {k.replace(".base_layer.", "."): v for k, v in self.p.items()}
+        self.p.update({k: v.detach().float() for k, v in (weights or {}).items()})
         self.params = diffusion_model.params
         self.lora = lora
 

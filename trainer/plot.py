@@ -30,11 +30,13 @@ def loss_curve_image(losses, learning_rates=None, width=768, height=432) -> torc
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
+    handles = ax.get_lines()
     if learning_rates:
         ax2 = ax.twinx()
-        ax2.plot(steps, learning_rates, color="#d08c2c", linewidth=1, label="learning rate")
+        handles += ax2.plot(steps, learning_rates, color="#d08c2c", linewidth=1, label="learning rate")
         ax2.set_ylabel("learning rate")
-    ax.legend(loc="upper right")
+    if handles:
+        ax.legend(handles=handles, labels=[h.get_label() for h in handles], loc="upper right")
     fig.tight_layout()
     canvas.draw()
     rgba = np.asarray(canvas.buffer_rgba(), dtype=np.float32)[..., :3] / 255.0
