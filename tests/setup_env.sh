@@ -33,7 +33,7 @@ fi
 if [ ! -f "$comfy_root/comfy/model_patcher.py" ]; then
   echo "ComfyUI not found at $comfy_root - installing it with comfy-cli"
   "${PIP[@]}" comfy-cli
-  "$VENV/bin/comfy" --skip-prompt --workspace "$comfy_root" install --cpu --skip-torch-or-directml --skip-requirement
+  "$VENV/bin/comfy" --skip-prompt --workspace "$comfy_root" install --version 0.8.0 --cpu --skip-manager --skip-torch-or-directml --skip-requirement
 fi
 echo "ComfyUI: $comfy_root"
 

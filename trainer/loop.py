@@ -94,7 +94,7 @@ def training_patcher(model, examples: list, settings: TrainSettings):
             hidden=info.hidden_size, blocks=info.depth + info.depth_single_blocks, batch=settings.batch_size,
             checkpointing=settings.gradient_checkpointing, trainable_params=sum(p.numel() for p in lora.parameters()))
         mm.load_models_gpu([patcher], memory_required=memory)
-        materialize_inference_params(patcher.model.diffusion_model)
+        materialize_inference_params(patcher.model.diffusion_model, patcher.load_device)
         lora.requires_grad_(True)
         yield patcher, lora, memory
     finally:
