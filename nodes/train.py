@@ -1,11 +1,15 @@
 """FluxLoRATrain node."""
+import logging
+
 import torch
 
 import comfy.sd
+import folder_paths
 from comfy_api.latest import io, ui
 
 from ..trainer import objective
 from ..trainer.dataset import encode_examples, split_captions
+from ..trainer.export import lora_file_bytes, write_new_file
 from ..trainer.lora import TARGET_PRESETS, LoraSettings
 from ..trainer.loop import TrainSettings, train_flux_lora
 from ..trainer.optim import OPTIMIZERS, SCHEDULERS
@@ -14,6 +18,17 @@ from ..trainer.vram import release
 
 LORA_MODEL = io.Custom("LORA_MODEL")  # ComfyUI's own LoRA-weights type: also works with 'Load LoRA Model'
 LOSS_MAP = io.Custom("LOSS_MAP")
+
+
+INTERRUPTED_PREFIX = "fluxlora_interrupted/lora"
+
+
+def save_interrupted_run(partial):
+    """Cancel keeps the work done so far: the LoRA at the last finished step goes to loras/fluxlora_interrupted/."""
+    path = write_new_file(folder_paths.get_folder_paths("loras")[0], INTERRUPTED_PREFIX, partial.info["steps"],
+                          lora_file_bytes(partial, "kohya", "bf16"))
+    folder_paths.filename_list_cache.pop("loras", None)
+    logging.warning(f"Flux LoRA training interrupted after {partial.info['steps']} steps; saved the LoRA so far to {path}")
 
 
 class FluxLoRATrain(io.ComfyNode):
@@ -98,7 +113,7 @@ class FluxLoRATrain(io.ComfyNode):
         settings.validate()
         examples = encode_examples(model, clip, vae, images, split_captions(captions, images.shape[0]))
         release(clip.patcher, vae.patcher)
-        lora = train_flux_lora(model, examples, settings)
+        lora = train_flux_lora(model, examples, settings, on_interrupt=save_interrupted_run)
         with torch.inference_mode(False):
             curve = loss_curve_image(lora.losses, lora.learning_rates)
         model_with_lora, _ = comfy.sd.load_lora_for_models(model, None, dict(lora), 1.0, 0)

@@ -32,3 +32,28 @@ def test_train_save_load_sample(comfy, caplog):
     assert executor2.success, harness.error_message(executor2)
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
     assert executor2.history_result["outputs"]["l_out"]["images"]
+
+
+def test_cancel_keeps_the_lora_trained_so_far(comfy):
+    """Interrupt (ComfyUI's Cancel) mid-run: the node stops at the next step and saves the LoRA so far."""
+    import comfy.model_management as mm
+    from comfy.utils import set_progress_bar_global_hook
+    files = images.write_images(comfy["root"] / "input")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=40, prefix="flux_lora/cancelled", seed=3)
+
+    def hook(value, total, preview=None, node_id=None):
+        if total == 40 and value == 3:
+            mm.interrupt_current_processing(True)
+    set_progress_bar_global_hook(hook)
+    try:
+        executor, _ = harness.run(g)
+    finally:
+        set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    assert any(event == "execution_interrupted" for event, _ in executor.status_messages)
+    assert not list(comfy["loras"].rglob("cancelled_*"))  # SaveLoRA never ran
+    saved = sorted(comfy["loras"].glob("fluxlora_interrupted/lora_000003steps_*.safetensors"))
+    assert saved, sorted(p.name for p in comfy["loras"].rglob("*.safetensors"))
+    from safetensors import safe_open
+    with safe_open(str(saved[-1]), "pt") as f:
+        assert f.metadata()["ss_steps"] == "3" and f.metadata()["ss_max_train_steps"] == "40"

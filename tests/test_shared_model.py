@@ -69,9 +69,13 @@ def test_interrupt_leaves_model_clean(comfy, pack):
         if step == 2:
             mm.interrupt_current_processing(True)
 
+    partial = []
     with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
-        loop.train_flux_lora(model, examples, loop.TrainSettings(steps=50), on_step=interrupt_after_two)
+        loop.train_flux_lora(model, examples, loop.TrainSettings(steps=50, learning_rate=1e-2), on_step=interrupt_after_two,
+                             on_interrupt=partial.append)
     assert seen == [1, 2]
+    assert len(partial) == 1 and partial[0].info["steps"] == 2 and partial[0].info["planned_steps"] == 50
+    assert any(v.abs().max() > 0 for k, v in partial[0].items() if k.endswith("lora_up.weight"))
     _assert_clean(before, _snapshot(model))
     assert torch.equal(_sample(model, clip), first)
 

@@ -76,16 +76,16 @@ def test_warmup_and_cosine_schedule(comfy, pack):
 
 
 def test_progress_bar_and_gradient_accumulation(comfy, pack, monkeypatch):
-    import comfy.utils
+    from comfy.utils import set_progress_bar_global_hook
     loop, _, _ = _mods(pack)
     seen, calls = [], []
     original = loop.batch_loss
     monkeypatch.setattr(loop, "batch_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
-    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: seen.append((value, total)))
+    set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: seen.append((value, total)))
     try:
         _train(comfy, pack, steps=3, grad_accumulation=2)
     finally:
-        comfy.utils.set_progress_bar_global_hook(None)
+        set_progress_bar_global_hook(None)
     assert seen == [(1, 3), (2, 3), (3, 3)]
     assert len(calls) == 6
 

@@ -70,7 +70,7 @@ def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> di
         "ss_network_args": json.dumps({"use_dora": lora["use_dora"], "targets": lora["targets"], "blocks": lora["blocks"]}),
         "ss_base_model_version": "flux1",
         "ss_steps": str(info["steps"]),
-        "ss_max_train_steps": str(info["steps"]),
+        "ss_max_train_steps": str(info.get("planned_steps", info["steps"])),
         "ss_learning_rate": str(info["learning_rate"]),
         "ss_unet_lr": str(info["learning_rate"]),
         "ss_optimizer": info["optimizer"],

@@ -104,12 +104,22 @@ def training_patcher(model, examples: list, settings: TrainSettings):
         lora.detach()
 
 
-def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None) -> TrainedLoRA:
+def _result(info, settings, examples, weights, losses, learning_rates) -> TrainedLoRA:
+    run = asdict(settings)
+    run.update(base_model=info.unet_config, model_weight_dtype=info.weight_dtype, model_compute_dtype=info.compute_dtype,
+               examples=len(examples), resolution=list(examples[0].latent.shape[-2:]), steps=len(losses), planned_steps=settings.steps,
+               final_loss=(sum(losses[-10:]) / len(losses[-10:])) if losses else None)
+    return TrainedLoRA(weights, run, losses, learning_rates)
+
+
+def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None, on_interrupt=None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected
     only while it is loaded, and every exit path (including Interrupt and errors) ejects them.
-    ``on_step(step, total, loss, lr)`` is called after every optimizer step.
+    ``on_step(step, total, loss, lr)`` is called after every optimizer step. If the run is interrupted
+    after at least one step, ``on_interrupt(partial TrainedLoRA)`` gets the weights so far, then the
+    interruption propagates.
     """
     settings.validate()
     info = flux_info(model)
@@ -127,6 +137,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
             progress = comfy.utils.ProgressBar(settings.steps)
             losses, learning_rates = [], []
             for step in range(settings.steps):
+                if mm.processing_interrupted() and losses and on_interrupt is not None:
+                    on_interrupt(_result(info, settings, examples, lora.comfy_state_dict(), losses, learning_rates))
                 mm.throw_exception_if_processing_interrupted()
                 if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
                     mm.load_models_gpu([patcher], memory_required=memory)
@@ -147,8 +159,4 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                 if on_step is not None:
                     on_step(step + 1, settings.steps, step_loss, lr)
             weights = lora.comfy_state_dict()
-    run = asdict(settings)
-    run.update(base_model=info.unet_config, model_weight_dtype=info.weight_dtype, model_compute_dtype=info.compute_dtype,
-               examples=len(examples), resolution=list(examples[0].latent.shape[-2:]),
-               final_loss=(sum(losses[-10:]) / len(losses[-10:])) if losses else None)
-    return TrainedLoRA(weights, run, losses, learning_rates)
+    return _result(info, settings, examples, weights, losses, learning_rates)
