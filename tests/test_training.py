@@ -157,9 +157,9 @@ def test_node_releases_text_encoder_and_vae(comfy, pack):
     loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
     original = loop.train_flux_lora
 
-    def spy(model_, examples, settings, on_step=None):
+    def spy(*args, **kwargs):
         seen_loaded.extend(m.model for m in mm.current_loaded_models)
-        return original(model_, examples, settings, on_step)
+        return original(*args, **kwargs)
     train_module = importlib.import_module(f"{pack.__name__}.nodes.train")
     train_module.train_flux_lora, saved = spy, train_module.train_flux_lora
     try:
