@@ -1,10 +1,12 @@
 """ComfyUI node adapters: schema + translation into trainer/ calls, nothing more."""
 from comfy_api.latest import ComfyExtension, io
 
+from .dataset import DatasetLoader
 from .save import SaveLoRA
 from .train import FluxLoRATrain
+from .trigger import TriggerWord
 
 
 class FluxLoRAExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [FluxLoRATrain, SaveLoRA]
+        return [DatasetLoader, TriggerWord, FluxLoRATrain, SaveLoRA]

@@ -6,7 +6,7 @@ from comfy_api.latest import io, ui
 
 from ..trainer.export import FORMATS, PRECISIONS, lora_file_bytes, write_new_file
 
-LORA_MODEL = io.Custom("LORA_MODEL")
+from .types import LORA_MODEL
 
 
 class SaveLoRA(io.ComfyNode):
@@ -29,7 +29,8 @@ class SaveLoRA(io.ComfyNode):
                 io.Combo.Input("precision", options=list(PRECISIONS), default="bf16",
                                tooltip="Storage precision; bf16 halves the file size of fp32 with no visible difference."),
                 io.String.Input("trigger_word", default="", optional=True,
-                                tooltip="Recorded in the file's metadata (ss_trigger_word, modelspec.trigger_phrase)."),
+                                tooltip="Recorded in the file's metadata (ss_trigger_word, modelspec.trigger_phrase). Empty: the "
+                                        "Trigger Word node's word, if the LoRA was trained on such a dataset."),
             ],
             outputs=[io.String.Output("lora_name", tooltip="The file name as LoraLoader lists it.")],
         )

@@ -1,5 +1,6 @@
 """FluxLoRATrain node."""
 import logging
+import os
 
 import torch
 
@@ -8,7 +9,8 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..trainer import objective
-from ..trainer.dataset import encode_examples, split_captions
+from ..trainer.cache import EncodingCache
+from ..trainer.examples import Encoder, sources_from_dataset, sources_from_image_batch, split_captions
 from ..trainer.export import lora_file_bytes, write_new_file
 from ..trainer.lora import TARGET_PRESETS, LoraSettings
 from ..trainer.loop import TrainSettings, train_flux_lora
@@ -16,11 +18,15 @@ from ..trainer.optim import OPTIMIZERS, SCHEDULERS
 from ..trainer.plot import loss_curve_image
 from ..trainer.vram import release
 
-LORA_MODEL = io.Custom("LORA_MODEL")  # ComfyUI's own LoRA-weights type: also works with 'Load LoRA Model'
-LOSS_MAP = io.Custom("LOSS_MAP")
+from .types import FLUX_DATASET, LORA_MODEL, LOSS_MAP
 
 
 INTERRUPTED_PREFIX = "fluxlora_interrupted/lora"
+
+
+def cache_folder():
+    """Encoded latents / captions persist here across runs and restarts; safe to delete."""
+    return os.path.join(folder_paths.get_user_directory(), "fluxlora_cache")
 
 
 def save_interrupted_run(partial):
@@ -46,11 +52,14 @@ class FluxLoRATrain(io.ComfyNode):
                 io.Clip.Input("clip", tooltip="FLUX text encoders (DualCLIPLoader, type 'flux'). Captions are encoded once, "
                                               "then the encoders are moved out of VRAM."),
                 io.Vae.Input("vae", tooltip="FLUX VAE (ae.safetensors). Images are encoded once, then the VAE leaves VRAM."),
-                io.Image.Input("images", tooltip="Training images (an IMAGE batch; all the same size). Sides are cropped to "
-                                                 "multiples of 16 pixels."),
-                io.String.Input("captions", multiline=True, default="",
-                                tooltip="One caption per line, in image order; or a single line used for every image. "
-                                        "Include your trigger word."),
+                FLUX_DATASET.Input("dataset", optional=True,
+                                   tooltip="Training data from Dataset Loader (-> AutoCaption -> Trigger Word). "
+                                           "Or leave empty and connect images + captions."),
+                io.Image.Input("images", optional=True,
+                               tooltip="Instead of a dataset: an IMAGE batch (all one size; sides cropped to multiples of 16)."),
+                io.String.Input("captions", multiline=True, default="", optional=True,
+                                tooltip="With images: one caption per line, in image order; or a single line for every "
+                                        "image. Include your trigger word."),
                 io.Int.Input("steps", default=1000, min=1, max=100000,
                              tooltip="Optimizer steps. 1000-2500 suits 10-30 images."),
                 io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-5, round=False,
@@ -77,6 +86,9 @@ class FluxLoRATrain(io.ComfyNode):
                                tooltip="Shift for sigma_sampling 'shift' (3.1582 = FLUX's shift at 1024px). Unused otherwise."),
                 io.Combo.Input("loss_weighting", options=list(objective.LOSS_WEIGHTINGS), default="none",
                                tooltip="Per-noise-level loss weight: none (plain velocity MSE), sigma_sqrt, cosmap."),
+                io.Float.Input("caption_dropout", default=0.0, min=0.0, max=0.9, step=0.01,
+                               tooltip="Chance of training a sample with an empty caption (helps the LoRA work without "
+                                       "the trigger too). 0.05-0.1 is common; 0 disables."),
                 io.Float.Input("guidance", default=1.0, min=0.0, max=10.0, step=0.1,
                                tooltip="Guidance embedding value during training. 1.0 is right for FLUX.1-dev."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
@@ -101,22 +113,45 @@ class FluxLoRATrain(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, images, captions, steps, learning_rate, rank, alpha, optimizer, scheduler,
-                warmup_steps, batch_size, grad_accumulation, max_grad_norm, sigma_sampling, sigma_shift, loss_weighting,
-                guidance, seed, gradient_checkpointing, targets, blocks, dropout, dora) -> io.NodeOutput:
+    def execute(cls, model, clip, vae, steps, learning_rate, rank, alpha, optimizer, scheduler, warmup_steps, batch_size,
+                grad_accumulation, max_grad_norm, sigma_sampling, sigma_shift, loss_weighting, caption_dropout, guidance,
+                seed, gradient_checkpointing, targets, blocks, dropout, dora, dataset=None, images=None,
+                captions="") -> io.NodeOutput:
         settings = TrainSettings(
             steps=steps, learning_rate=learning_rate, optimizer=optimizer, scheduler=scheduler,
             warmup_steps=warmup_steps, batch_size=batch_size, grad_accumulation=grad_accumulation,
             max_grad_norm=max_grad_norm, sigma_sampling=sigma_sampling, sigma_shift=sigma_shift,
-            loss_weighting=loss_weighting, guidance=guidance, seed=seed, gradient_checkpointing=gradient_checkpointing,
+            loss_weighting=loss_weighting, caption_dropout=caption_dropout, guidance=guidance, seed=seed,
+            gradient_checkpointing=gradient_checkpointing,
             lora=LoraSettings(rank=rank, alpha=alpha, dropout=dropout, use_dora=dora, targets=targets, blocks=blocks))
         settings.validate()
-        examples = encode_examples(model, clip, vae, images, split_captions(captions, images.shape[0]))
+        if dataset is not None and images is not None:
+            raise ValueError("Connect either a dataset or images (+ captions) to Flux LoRA Train, not both.")
+        if dataset is not None:
+            sources, repeats = sources_from_dataset(dataset), dataset.repeats
+            data_info = {"trigger": dataset.trigger, "dataset_hash": dataset.fingerprint(), "dataset_dir": dataset.folder,
+                         "crop": dataset.crop, "pixel_resolution": [dataset.resolution, dataset.resolution]}
+            uncaptioned = [im.name for im in dataset.images if not im.caption]
+            if uncaptioned:
+                logging.warning(f"Flux LoRA Train: {len(uncaptioned)} image(s) have no caption: {', '.join(uncaptioned[:5])}")
+        elif images is not None:
+            sources, repeats = sources_from_image_batch(images, split_captions(captions, images.shape[0])), 1
+            data_info = {"pixel_resolution": [int(sources[0].pixels.shape[1]), int(sources[0].pixels.shape[0])]}
+        else:
+            raise ValueError("Flux LoRA Train needs training data: connect a dataset (Dataset Loader) or an IMAGE batch "
+                             "with captions.")
+        cache = EncodingCache(cache_folder())
+        encoder = Encoder(model, clip, vae, cache)
+        examples = encoder.examples(sources, repeats)
+        empty = encoder.text("") if caption_dropout > 0 else None
         release(clip.patcher, vae.patcher)
-        lora = train_flux_lora(model, examples, settings, on_interrupt=save_interrupted_run)
+        lora = train_flux_lora(model, examples, settings, on_interrupt=save_interrupted_run, empty_caption=empty,
+                               data_info=data_info)
         with torch.inference_mode(False):
             curve = loss_curve_image(lora.losses, lora.learning_rates)
         model_with_lora, _ = comfy.sd.load_lora_for_models(model, None, dict(lora), 1.0, 0)
         shown = ui.PreviewImage(curve, cls=cls).as_dict()
         shown["loss"] = [round(v, 6) for v in lora.losses]
+        shown["encoded"] = [{"images": encoder.images_encoded, "captions": encoder.captions_encoded,
+                             "cache_hits": cache.hits}]
         return io.NodeOutput(lora, model_with_lora, {"loss": list(lora.losses)}, curve, ui=shown)

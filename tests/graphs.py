@@ -17,7 +17,7 @@ def training_graph(names, image_files, captions, steps=60, prefix="flux_lora/tes
             previous = [f"batch{i}", 0]
     settings = dict(steps=steps, learning_rate=5e-3, rank=16, alpha=16.0, optimizer="adamw", scheduler="constant",
                     warmup_steps=0, batch_size=1, grad_accumulation=1, max_grad_norm=1.0, sigma_sampling="sigmoid",
-                    sigma_shift=3.1582, loss_weighting="none", guidance=1.0, seed=0, gradient_checkpointing=True,
+                    sigma_shift=3.1582, loss_weighting="none", caption_dropout=0.0, guidance=1.0, seed=0, gradient_checkpointing=True,
                     targets="all linear", blocks="all", dropout=0.0, dora=False)
     settings.update(train)
     g["train"] = {"class_type": "FluxLoRA_Train", "inputs": {"model": ["unet", 0], "clip": ["clip", 0], "vae": ["vae", 0],
@@ -47,3 +47,20 @@ def lora_sampling_graph(names, lora_name):
         "lora": {"class_type": "LoraLoaderModelOnly", "inputs": {"model": ["unet", 0], "lora_name": lora_name, "strength_model": 1.0}},
     }
     return add_sampling(g, ["lora", 0], tag="l")
+
+
+def dataset_graph(names, folder, steps=30, prefix="flux_lora/dataset", trigger="ohwx_style", autocaption=None, **train):
+    """DatasetLoader -> [AutoCaption] -> TriggerWord -> FluxLoRATrain -> SaveLoRA."""
+    g = training_graph(names, [], [], steps=steps, prefix=prefix, **train)
+    g["data"] = {"class_type": "FluxLoRA_DatasetLoader", "inputs": {"folder": folder, "resolution": "512",
+                 "crop": "center square 1:1", "repeats": 1, "caption_extension": ".txt", "small_images": "skip"}}
+    source = ["data", 0]
+    if autocaption is not None:
+        g["caption"] = {"class_type": "FluxLoRA_AutoCaption", "inputs": {"dataset": source, **autocaption}}
+        source = ["caption", 0]
+    g["trigger"] = {"class_type": "FluxLoRA_TriggerWord", "inputs": {"dataset": source, "trigger": trigger, "mode": "prepend"}}
+    train_inputs = g["train"]["inputs"]
+    del train_inputs["images"], train_inputs["captions"]
+    train_inputs["dataset"] = ["trigger", 0]
+    g["save"]["inputs"]["trigger_word"] = ""
+    return g

@@ -40,7 +40,7 @@ def setup(root: Path):
         (models / kind).mkdir(parents=True, exist_ok=True)
         folder_paths.add_model_folder_path(kind, str(models / kind), is_default=True)
     for sub, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory),
-                        ("input", folder_paths.set_input_directory)):
+                        ("input", folder_paths.set_input_directory), ("user", folder_paths.set_user_directory)):
         (root / sub).mkdir(parents=True, exist_ok=True)
         setter(str(root / sub))
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))  # comfy_extras nodes

@@ -164,8 +164,12 @@ def test_node_releases_text_encoder_and_vae(comfy, pack):
     train_module.train_flux_lora, saved = spy, train_module.train_flux_lora
     try:
         with torch.inference_mode():
-            out = node.execute(model, clip, vae, images, "tok_test a thing", 2, 1e-3, 4, 4.0, "adamw", "constant", 0, 1, 1,
-                               1.0, "sigmoid", 3.1582, "none", 1.0, 0, True, "all linear", "all", 0.0, False)
+            out = node.execute(model=model, clip=clip, vae=vae, images=images, captions="tok_test a thing", steps=2,
+                               learning_rate=1e-3, rank=4, alpha=4.0, optimizer="adamw", scheduler="constant",
+                               warmup_steps=0, batch_size=1, grad_accumulation=1, max_grad_norm=1.0,
+                               sigma_sampling="sigmoid", sigma_shift=3.1582, loss_weighting="none", caption_dropout=0.0,
+                               guidance=1.0, seed=0, gradient_checkpointing=True, targets="all linear", blocks="all",
+                               dropout=0.0, dora=False)
     finally:
         train_module.train_flux_lora = saved
     assert not any(m is clip.patcher or m is vae.patcher for m in seen_loaded)

@@ -28,7 +28,7 @@ def image_batch(comfy):
 
 
 def model_and_examples(comfy, pack):
-    dataset = importlib.import_module(f"{pack.__name__}.trainer.dataset")
+    dataset = importlib.import_module(f"{pack.__name__}.trainer.examples")
     model, clip, vae = load_models(comfy)
     if "examples" not in _CACHE:
         with torch.inference_mode():

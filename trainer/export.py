@@ -62,6 +62,7 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
 def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> dict:
     lora = info["lora"]
     h, w = info["resolution"]
+    w, h = info.get("pixel_resolution") or (w * 8, h * 8)
     meta = {
         "ss_network_module": "networks.lora_flux",
         "ss_network_dim": str(lora["rank"]),
@@ -82,7 +83,7 @@ def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> di
         "ss_gradient_checkpointing": str(info["gradient_checkpointing"]),
         "ss_seed": str(info["seed"]),
         "ss_num_train_images": str(info["examples"]),
-        "ss_resolution": f"({w * 8}, {h * 8})",
+        "ss_resolution": f"({w}, {h})",
         "ss_guidance_scale": str(info["guidance"]),
         "ss_timestep_sampling": info["sigma_sampling"],
         "ss_discrete_flow_shift": str(info["sigma_shift"]),
@@ -95,9 +96,16 @@ def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> di
         "modelspec.sai_model_spec": "1.0.0",
         "modelspec.architecture": "flux-1-dev/lora",
         "modelspec.implementation": "https://github.com/black-forest-labs/flux",
-        "modelspec.resolution": f"{w * 8}x{h * 8}",
+        "modelspec.resolution": f"{w}x{h}",
         "fluxlora_format": fmt,
     }
+    trigger_word = trigger_word or info.get("trigger", "")
+    if info.get("dataset_hash"):
+        meta["fluxlora_dataset_hash"] = info["dataset_hash"]
+        meta["ss_dataset_dir"] = info.get("dataset_dir", "")
+        meta["fluxlora_crop"] = info.get("crop", "")
+    if info.get("caption_dropout"):
+        meta["ss_caption_dropout_rate"] = str(info["caption_dropout"])
     if trigger_word:
         meta["ss_trigger_word"] = trigger_word
         meta["modelspec.trigger_phrase"] = trigger_word

@@ -9,7 +9,7 @@ import comfy.utils
 
 from . import objective
 from .blocks import install_training_blocks
-from .dataset import collate, epoch_batches
+from .examples import collate, epoch_batches
 from .flux_model import flux_info
 from .lora import INJECTION_KEY, FluxLoRA, LoraSettings
 from .optim import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler
@@ -32,6 +32,7 @@ class TrainSettings:
     sigma_shift: float = objective.DEFAULT_SHIFT
     loss_weighting: str = "none"
     guidance: float = 1.0
+    caption_dropout: float = 0.0
     seed: int = 0
     gradient_checkpointing: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -50,15 +51,16 @@ class TrainSettings:
             (self.sigma_sampling in objective.SIGMA_SAMPLERS, f"sigma sampling must be one of {objective.SIGMA_SAMPLERS}"),
             (self.loss_weighting in objective.LOSS_WEIGHTINGS, f"loss weighting must be one of {objective.LOSS_WEIGHTINGS}"),
             (self.sigma_shift > 0, "sigma shift must be positive"),
+            (0 <= self.caption_dropout < 1, "caption dropout must be in [0, 1)"),
         ]
         problems = [msg for ok, msg in checks if not ok]
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems) + ".")
 
 
-def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: torch.Generator, device):
-    """Flow-matching loss of one batch; noise and sigmas come from ``generator`` (CPU, reproducible)."""
-    latents, context, pooled = collate([examples[i] for i in indices])
+def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: torch.Generator, device, empty_caption=None):
+    """Flow-matching loss of one batch; noise, sigmas and caption dropout come from ``generator`` (CPU, reproducible)."""
+    latents, context, pooled = collate([examples[i] for i in indices], empty_caption, settings.caption_dropout, generator)
     x0 = latents.to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     image_tokens = (x0.shape[-2] // 2) * (x0.shape[-1] // 2)
@@ -104,24 +106,29 @@ def training_patcher(model, examples: list, settings: TrainSettings):
         lora.detach()
 
 
-def _result(info, settings, examples, weights, losses, learning_rates) -> TrainedLoRA:
+def _result(info, settings, examples, weights, losses, learning_rates, data_info) -> TrainedLoRA:
     run = asdict(settings)
+    run.update(data_info or {})
     run.update(base_model=info.unet_config, model_weight_dtype=info.weight_dtype, model_compute_dtype=info.compute_dtype,
                examples=len(examples), resolution=list(examples[0].latent.shape[-2:]), steps=len(losses), planned_steps=settings.steps,
                final_loss=(sum(losses[-10:]) / len(losses[-10:])) if losses else None)
     return TrainedLoRA(weights, run, losses, learning_rates)
 
 
-def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None, on_interrupt=None) -> TrainedLoRA:
+def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None, on_interrupt=None,
+                    empty_caption=None, data_info=None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected
     only while it is loaded, and every exit path (including Interrupt and errors) ejects them.
     ``on_step(step, total, loss, lr)`` is called after every optimizer step. If the run is interrupted
     after at least one step, ``on_interrupt(partial TrainedLoRA)`` gets the weights so far, then the
-    interruption propagates.
+    interruption propagates. ``empty_caption`` (context, pooled) is needed for caption dropout; ``data_info``
+    (e.g. trigger word, dataset hash) is recorded in the result's info.
     """
     settings.validate()
+    if settings.caption_dropout > 0 and empty_caption is None:
+        raise ValueError("caption dropout needs the empty caption's embedding")
     info = flux_info(model)
     if not examples:
         raise ValueError("No training examples.")
@@ -138,13 +145,13 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
             losses, learning_rates = [], []
             for step in range(settings.steps):
                 if mm.processing_interrupted() and losses and on_interrupt is not None:
-                    on_interrupt(_result(info, settings, examples, lora.comfy_state_dict(), losses, learning_rates))
+                    on_interrupt(_result(info, settings, examples, lora.comfy_state_dict(), losses, learning_rates, data_info))
                 mm.throw_exception_if_processing_interrupted()
                 if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
                     mm.load_models_gpu([patcher], memory_required=memory)
                 step_loss = 0.0
                 for _ in range(settings.grad_accumulation):
-                    loss = batch_loss(patcher, examples, next(batches), settings, generator, device)
+                    loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
                     (loss / settings.grad_accumulation).backward()
                     step_loss += loss.item() / settings.grad_accumulation
                 if settings.max_grad_norm > 0:
@@ -159,4 +166,4 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                 if on_step is not None:
                     on_step(step + 1, settings.steps, step_loss, lr)
             weights = lora.comfy_state_dict()
-    return _result(info, settings, examples, weights, losses, learning_rates)
+    return _result(info, settings, examples, weights, losses, learning_rates, data_info)

@@ -1,0 +1,59 @@
+"""DatasetLoader node: a folder of photos -> FLUX_DATASET, a preview grid and a report."""
+import os
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..trainer.dataset import CROP_MODES, SMALL_IMAGE_POLICIES, load_folder, preview_grid, report, resolve_folder
+from .types import FLUX_DATASET
+
+
+class DatasetLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxLoRA_DatasetLoader",
+            display_name="Flux LoRA Dataset Loader",
+            category="FluxLoRA",
+            is_output_node=True,
+            description="Reads a folder of training photos (png/jpg/webp) and their .txt captions. Bad files are "
+                        "reported and skipped, never fatal.",
+            inputs=[
+                io.String.Input("folder", default="lora_dataset",
+                                tooltip="Absolute path, or a folder inside ComfyUI's input directory."),
+                io.Combo.Input("resolution", options=["512", "768", "1024"], default="1024",
+                               tooltip="Training resolution. FLUX.1-dev trains best at 1024."),
+                io.Combo.Input("crop", options=list(CROP_MODES), default=CROP_MODES[0],
+                               tooltip="center square 1:1: resize + center crop to resolution x resolution. aspect buckets: "
+                                       "keep each photo's aspect (sides in steps of 64, about resolution^2 pixels, "
+                                       "downscaled only)."),
+                io.Int.Input("repeats", default=1, min=1, max=100, tooltip="How often each image appears per epoch."),
+                io.String.Input("caption_extension", default=".txt",
+                                tooltip="Caption files share the image's name with this extension (photo1.png -> photo1.txt)."),
+                io.Combo.Input("small_images", options=list(SMALL_IMAGE_POLICIES), default="skip",
+                               tooltip="Images smaller than the resolution: skip them, or include them (square mode "
+                                       "upscales them; bucket mode keeps them at their own size)."),
+            ],
+            outputs=[
+                FLUX_DATASET.Output("dataset", tooltip="Connect to AutoCaption, TriggerWord or Flux LoRA Train."),
+                io.Image.Output("preview", tooltip="What will actually be trained on, after crop and resize."),
+                io.String.Output("report", tooltip="Counts, buckets, warnings and every problem file."),
+            ],
+        )
+
+    @classmethod
+    def fingerprint_inputs(cls, folder, **kwargs):
+        # re-read when the folder's files change, even if the inputs did not
+        try:
+            path = resolve_folder(folder, folder_paths.get_input_directory())
+        except ValueError:
+            return folder
+        return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)]
+
+    @classmethod
+    def execute(cls, folder, resolution, crop, repeats, caption_extension, small_images) -> io.NodeOutput:
+        dataset = load_folder(folder, folder_paths.get_input_directory(), int(resolution), crop, repeats,
+                              caption_extension, small_images)
+        text = report(dataset)
+        grid = preview_grid(dataset)
+        return io.NodeOutput(dataset, grid, text, ui=ui.PreviewText(text))

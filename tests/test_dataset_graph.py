@@ -1,0 +1,32 @@
+"""DatasetLoader -> TriggerWord -> FluxLoRATrain -> SaveLoRA in ComfyUI's executor on a messy photo folder; the
+second run takes every latent and caption embedding from the disk cache."""
+import harness
+import graphs
+import photo_folder
+from safetensors import safe_open
+
+
+def test_folder_to_lora_with_cache(comfy):
+    photo_folder.write_photo_folder(comfy["root"] / "input" / "photos_graph")
+    g = graphs.dataset_graph(comfy["names"], "photos_graph", steps=6, prefix="flux_lora/from_folder")
+    executor, _ = harness.run(g)
+    assert executor.success, harness.error_message(executor)
+    out = executor.history_result["outputs"]
+    report = out["data"]["text"][0]
+    for problem in ("corrupt.jpg", "empty.png", "notes.jpg", "tiny.png", "astronaut_copy.png", "coffee.webp: no caption"):
+        assert problem in report, report
+    assert "ohwx_style" in out["trigger"]["text"][0]
+    assert out["train"]["encoded"][0]["images"] == 4 and out["train"]["encoded"][0]["captions"] == 4
+
+    saved = sorted(comfy["loras"].glob("flux_lora/from_folder_*.safetensors"))
+    assert len(saved) == 1
+    with safe_open(str(saved[0]), "pt") as f:
+        meta = f.metadata()
+    assert meta["ss_trigger_word"] == "ohwx_style" and len(meta["fluxlora_dataset_hash"]) == 64
+    assert meta["ss_resolution"] == "(512, 512)" and meta["ss_num_train_images"] == "4"
+
+    g["train"]["inputs"]["steps"] = 5  # train again on the same data: no encoder runs at all
+    executor2, _ = harness.run(g)
+    assert executor2.success, harness.error_message(executor2)
+    encoded = executor2.history_result["outputs"]["train"]["encoded"][0]
+    assert encoded["images"] == 0 and encoded["captions"] == 0 and encoded["cache_hits"] == 8

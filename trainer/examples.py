@@ -1,0 +1,176 @@
+"""Training examples: VAE latents and text conditioning, computed once (and cached) with ComfyUI's VAE and CLIP."""
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from .cache import NoCache, key, weights_fingerprint
+
+
+@dataclass
+class Example:
+    latent: torch.Tensor   # (16, h, w), the model's latent space (after process_latent_in), float32 CPU
+    context: torch.Tensor  # (tokens, dim) T5 sequence, float32 CPU
+    pooled: torch.Tensor   # (768,) CLIP-L pooled, float32 CPU
+    caption: str
+
+
+@dataclass
+class Source:
+    """One training image before encoding: ``identity`` names its content (file hash + processing)."""
+    identity: str
+    pixels: torch.Tensor  # (H, W, 3) float in [0, 1]
+    caption: str
+
+
+def split_captions(text: str, count: int):
+    """One caption per line for ``count`` images; a single line is used for every image."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) == 1:
+        return lines * count
+    if len(lines) != count:
+        raise ValueError(f"Got {count} images but {len(lines)} caption lines. Write one caption per line "
+                         "(in image order), or a single line to use for every image.")
+    return lines
+
+
+def center_crop_to_multiple(images: torch.Tensor, multiple: int = 16) -> torch.Tensor:
+    """Crops IMAGE (B, H, W, C) so both sides are multiples of 16 (8x VAE downscale x 2x2 Flux patches)."""
+    h, w = images.shape[1], images.shape[2]
+    nh, nw = h - h % multiple, w - w % multiple
+    if nh == 0 or nw == 0:
+        raise ValueError(f"Images of {w}x{h} pixels are too small to train on (need at least {multiple}x{multiple}).")
+    top, left = (h - nh) // 2, (w - nw) // 2
+    return images[:, top:top + nh, left:left + nw, :]
+
+
+def sources_from_image_batch(images: torch.Tensor, captions: list):
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError("The images input is empty.")
+    if len(captions) != images.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {len(captions)} captions.")
+    pixels = center_crop_to_multiple(images[..., :3].float())
+    return [Source("pixels:" + hashlib.sha256(p.contiguous().numpy().tobytes()).hexdigest(), p, c)
+            for p, c in zip(pixels, captions)]
+
+
+def sources_from_dataset(dataset):
+    return [Source(f"file:{im.sha256}:{im.bucket}:{dataset.crop}:{dataset.resolution}", im.pixels.float() / 255.0, im.caption)
+            for im in dataset.images]
+
+
+def encode_text(clip, caption: str):
+    cond = clip.encode_from_tokens_scheduled(clip.tokenize(caption))
+    context, extra = cond[0][0], cond[0][1]
+    if "pooled_output" not in extra:
+        raise ValueError("The CLIP input gave no pooled output; connect a FLUX CLIP (DualCLIPLoader, type 'flux').")
+    return context[0].float().cpu(), extra["pooled_output"][0].float().cpu()
+
+
+def _fingerprint(obj, module):
+    patches = getattr(getattr(obj, "patcher", None), "patches", None)
+    if patches:  # a LoRA on the text encoder changes its output: no cache
+        return None
+    return weights_fingerprint(module)
+
+
+class Encoder:
+    """Encodes sources and captions, going through ``cache`` first. Counts what it really encoded."""
+
+    def __init__(self, model_patcher, clip, vae, cache=None):
+        self.model, self.clip, self.vae = model_patcher, clip, vae
+        self.cache = cache or NoCache()
+        self.vae_id = _fingerprint(vae, vae.first_stage_model)
+        self.clip_id = _fingerprint(clip, clip.cond_stage_model)
+        self.images_encoded = 0
+        self.captions_encoded = 0
+
+    def text(self, caption: str):
+        k = key("text", caption, self.clip_id) if self.clip_id else None
+        hit = self.cache.get("text", k) if k else None
+        if hit is not None:
+            return hit["context"], hit["pooled"]
+        context, pooled = encode_text(self.clip, caption)
+        self.captions_encoded += 1
+        if k:
+            self.cache.put("text", k, {"context": context, "pooled": pooled})
+        return context, pooled
+
+    def latents(self, sources):
+        out, todo = {}, {}
+        for s in sources:
+            k = key("latent", s.identity, self.vae_id) if self.vae_id else None
+            hit = self.cache.get("latent", k) if k else None
+            if hit is not None:
+                out[s.identity] = hit["latent"]
+            else:
+                todo.setdefault(tuple(s.pixels.shape), []).append((s, k))
+        for group in todo.values():  # one VAE call per image size
+            raw = self.vae.encode(torch.stack([s.pixels for s, _ in group]))
+            if raw.shape[1] != 16:
+                raise ValueError(f"The VAE gives {raw.shape[1]}-channel latents; FLUX.1 needs its 16-channel VAE (ae.safetensors).")
+            self.images_encoded += len(group)
+            for (s, k), latent in zip(group, raw.float().cpu()):
+                out[s.identity] = latent
+                if k:
+                    self.cache.put("latent", k, {"latent": latent})
+        return out
+
+    def examples(self, sources, repeats: int = 1):
+        raw = self.latents(sources)
+        texts = {c: self.text(c) for c in dict.fromkeys(s.caption for s in sources)}
+        examples = []
+        for s in sources:
+            latent = self.model.model.process_latent_in(raw[s.identity][None])[0]
+            examples.append(Example(latent=latent, context=texts[s.caption][0], pooled=texts[s.caption][1], caption=s.caption))
+        return examples * max(1, repeats)
+
+
+def encode_examples(model_patcher, clip, vae, images: torch.Tensor, captions: list, cache=None) -> list:
+    """VAE-encodes each image and text-encodes each distinct caption once (IMAGE batch + captions)."""
+    return Encoder(model_patcher, clip, vae, cache).examples(sources_from_image_batch(images, captions))
+
+
+def batch_key(example: Example):
+    """Examples batch together only when latent size and T5 length agree (no padding, no masks)."""
+    return tuple(example.latent.shape), example.context.shape[0]
+
+
+def epoch_batches(examples: list, batch_size: int, generator: torch.Generator):
+    """Endless batches of indices: each epoch visits every example once, in a seeded random order.
+
+    Batches never mix latent sizes (aspect buckets) or text lengths. A group smaller than the batch size
+    repeats its own examples to fill the batch; a group's last partial batch is dropped for that epoch.
+    """
+    groups = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(batch_key(e), []).append(i)
+    groups = list(groups.values())
+    while True:
+        batches = []
+        for members in groups:
+            order = [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+            if len(order) < batch_size:
+                batches.append((order * batch_size)[:batch_size])
+                continue
+            batches += [order[s:s + batch_size] for s in range(0, len(order) - batch_size + 1, batch_size)]
+        for j in torch.randperm(len(batches), generator=generator).tolist():
+            yield batches[j]
+
+
+def collate(examples: list, empty=None, dropout: float = 0.0, generator=None):
+    """Stacks a batch. With caption ``dropout``, each sample's text is replaced by the empty caption's with
+    that probability (the whole batch's if the empty caption's T5 length differs from the batch's)."""
+    latents = torch.stack([e.latent for e in examples])
+    context = torch.stack([e.context for e in examples])
+    pooled = torch.stack([e.pooled for e in examples])
+    if dropout > 0 and empty is not None:
+        drop = torch.rand(len(examples), generator=generator) < dropout
+        if drop.any():
+            if empty[0].shape[0] != context.shape[1]:
+                drop[:] = True
+                context = empty[0][None].repeat(len(examples), 1, 1)
+            else:
+                context = torch.where(drop[:, None, None], empty[0][None], context)
+            pooled = torch.where(drop[:, None], empty[1][None], pooled)
+    return latents, context, pooled
