@@ -1,6 +1,7 @@
 """ComfyUI node adapters: schema + translation into trainer/ calls, nothing more."""
 from comfy_api.latest import ComfyExtension, io
 
+from .caption import AutoCaption
 from .dataset import DatasetLoader
 from .save import SaveLoRA
 from .train import FluxLoRATrain
@@ -9,4 +10,4 @@ from .trigger import TriggerWord
 
 class FluxLoRAExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [DatasetLoader, TriggerWord, FluxLoRATrain, SaveLoRA]
+        return [DatasetLoader, AutoCaption, TriggerWord, FluxLoRATrain, SaveLoRA]

@@ -41,6 +41,7 @@ class FluxDataset:
     warnings: tuple = ()
     trigger: str = ""
     notes: tuple = field(default=())
+    caption_extension: str = ".txt"
 
     def with_images(self, images, **changes):
         return replace(self, images=tuple(images), **changes)
@@ -163,7 +164,7 @@ def load_folder(folder: str, input_dir: str, resolution: int = 1024, crop: str =
     if resolution < 1024:
         warnings.append(f"resolution {resolution}: FLUX.1-dev is at its best trained at 1024")
     return FluxDataset(str(path), resolution, crop, max(1, int(repeats)), tuple(images), tuple(problems),
-                       tuple(warnings), notes=tuple(notes))
+                       tuple(warnings), notes=tuple(notes), caption_extension=ext)
 
 
 def report(dataset: FluxDataset) -> str:

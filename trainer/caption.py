@@ -1,0 +1,145 @@
+"""Automatic captions with vision-language models through transformers (Florence-2, Qwen2.5-VL)."""
+import gc
+import json
+import os
+import weakref
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+KNOWN_CAPTIONERS = {  # name in models/captioners -> (Hugging Face repo, architecture)
+    "Florence-2-base": ("florence-community/Florence-2-base", "florence2"),
+    "Florence-2-large": ("florence-community/Florence-2-large", "florence2"),
+    "Qwen2.5-VL-3B-Instruct": ("Qwen/Qwen2.5-VL-3B-Instruct", "qwen2_5_vl"),
+    "Qwen2.5-VL-7B-Instruct": ("Qwen/Qwen2.5-VL-7B-Instruct", "qwen2_5_vl"),
+}
+FLORENCE_TASKS = ("<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>", "<CAPTION>")
+CAPTION_MODES = ("fill missing", "overwrite", "append")
+DEFAULT_QWEN_PROMPT = ("Describe this image in one detailed paragraph for training an image generator: the subject, "
+                       "its appearance, the setting, lighting, colors and photographic or artistic style.")
+LIVE = weakref.WeakSet()  # captioner models currently alive (tests check that none survive a run)
+
+
+def architecture(path: Path) -> str:
+    config = path / "config.json"
+    if not config.is_file():
+        raise ValueError(f"{path} has no config.json: put the whole model folder (config, weights, processor files) there.")
+    model_type = json.loads(config.read_text()).get("model_type", "")
+    if model_type not in ("florence2", "qwen2_5_vl"):
+        raise ValueError(f"{path} holds a '{model_type}' model; AutoCaption supports Florence-2 (transformers' native "
+                         "florence2 format) and Qwen2.5-VL.")
+    return model_type
+
+
+def available(roots) -> list:
+    """Known captioner names plus every model folder found in the captioners folders."""
+    names = list(KNOWN_CAPTIONERS)
+    for root in roots:
+        if os.path.isdir(root):
+            names += sorted(d for d in os.listdir(root) if (Path(root) / d / "config.json").is_file() and d not in names)
+    return names
+
+
+def locate(name: str, roots, download: bool = True) -> Path:
+    """The model folder for ``name``: found in a captioners folder, else downloaded there from the hub."""
+    for root in roots:
+        path = Path(root) / name
+        if (path / "config.json").is_file():
+            return path
+    target = Path(roots[0]) / name
+    if name not in KNOWN_CAPTIONERS or not download:
+        raise FileNotFoundError(f"Captioner '{name}' not found: expected a model folder at {target}.")
+    repo = KNOWN_CAPTIONERS[name][0]
+    try:
+        from huggingface_hub import snapshot_download
+        snapshot_download(repo_id=repo, local_dir=str(target))  # shows a download progress bar in the console
+    except Exception as e:
+        raise RuntimeError(
+            f"Captioner '{name}' is not in {target} and could not be downloaded from the Hugging Face hub ({e}). "
+            f"Offline? Download all files of https://huggingface.co/{repo} on another machine and copy them into "
+            f"{target}.") from e
+    return target
+
+
+def _pil(pixels: torch.Tensor) -> Image.Image:
+    array = pixels.numpy() if pixels.dtype == torch.uint8 else (pixels.clamp(0, 1) * 255).round().byte().numpy()
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+class Captioner:
+    """A loaded VLM. Use as a context manager: leaving it frees the model (and its VRAM)."""
+
+    def __init__(self, path: Path, device, dtype=None):
+        from transformers import AutoProcessor
+        self.kind = architecture(path)
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.processor = AutoProcessor.from_pretrained(str(path))
+        if self.kind == "florence2":
+            from transformers import Florence2ForConditionalGeneration as cls
+        else:
+            from transformers import Qwen2_5_VLForConditionalGeneration as cls
+            self.processor.tokenizer.padding_side = "left"
+        self.model = cls.from_pretrained(str(path), dtype=dtype).to(self.device).eval()
+        self.dtype = dtype
+        LIVE.add(self.model)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.model is not None:
+            self.model.to("cpu")
+            self.model = None
+            self.processor = None
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    @torch.no_grad()
+    def caption(self, images, florence_task=FLORENCE_TASKS[0], prompt=DEFAULT_QWEN_PROMPT, max_new_tokens=160):
+        pil = [_pil(p) for p in images]
+        if self.kind == "florence2":
+            inputs = self.processor(text=[florence_task] * len(pil), images=pil, return_tensors="pt").to(self.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+            ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=3, do_sample=False)
+            texts = self.processor.batch_decode(ids, skip_special_tokens=False)
+            return [self.processor.post_process_generation(t, task=florence_task, image_size=im.size)[florence_task].strip()
+                    for t, im in zip(texts, pil)]
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self.processor(text=[chat] * len(pil), images=pil, return_tensors="pt", padding=True).to(self.device)
+        ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        return [t.strip() for t in self.processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
+
+
+def merge_caption(existing: str, generated: str, mode: str):
+    """(caption, changed) for one image. Existing captions survive unless mode is 'overwrite'."""
+    if mode == "fill missing":
+        return (existing, False) if existing.strip() else (generated, True)
+    if mode == "overwrite":
+        return generated, True
+    if mode == "append":
+        return (f"{existing.rstrip(' ,.')}, {generated}" if existing.strip() else generated), True
+    raise ValueError(f"Unknown caption mode '{mode}'; choose one of {CAPTION_MODES}.")
+
+
+def needs_caption(existing: str, mode: str) -> bool:
+    return mode != "fill missing" or not existing.strip()
+
+
+def write_sidecar(image_path: Path, extension: str, caption: str, overwrite: bool) -> str:
+    """Writes the caption next to the image. An existing file is only replaced in overwrite mode."""
+    path = image_path.with_suffix(extension if extension.startswith(".") else "." + extension)
+    if path.exists() and not overwrite:
+        return f"{path.name}: exists, kept (use overwrite mode to replace)"
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(caption + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return f"{path.name}: written"
