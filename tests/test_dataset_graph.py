@@ -1,21 +1,26 @@
-"""DatasetLoader -> TriggerWord -> FluxLoRATrain -> SaveLoRA in ComfyUI's executor on a messy photo folder; the
-second run takes every latent and caption embedding from the disk cache."""
+"""DatasetLoader -> AutoCaption -> TriggerWord -> FluxLoRATrain -> SaveLoRA in ComfyUI's executor on a messy photo
+folder (real photos, a corrupt file, a tiny image, an uncaptioned image); the second run takes every latent and
+caption embedding from the disk cache."""
 import harness
 import graphs
 import photo_folder
 from safetensors import safe_open
 
 
-def test_folder_to_lora_with_cache(comfy):
+def test_folder_to_lora_with_cache(comfy, captioners):
     photo_folder.write_photo_folder(comfy["root"] / "input" / "photos_graph")
-    g = graphs.dataset_graph(comfy["names"], "photos_graph", steps=6, prefix="flux_lora/from_folder")
+    autocaption = dict(model="tiny-florence2", mode="fill missing", florence_task="<DETAILED_CAPTION>",
+                       qwen_prompt="Describe the image.", batch_size=4, max_new_tokens=12, write_sidecars=False)
+    g = graphs.dataset_graph(comfy["names"], "photos_graph", steps=6, prefix="flux_lora/from_folder",
+                             autocaption=autocaption)
     executor, _ = harness.run(g)
     assert executor.success, harness.error_message(executor)
     out = executor.history_result["outputs"]
     report = out["data"]["text"][0]
     for problem in ("corrupt.jpg", "empty.png", "notes.jpg", "tiny.png", "astronaut_copy.png", "coffee.webp: no caption"):
         assert problem in report, report
-    assert "ohwx_style" in out["trigger"]["text"][0]
+    assert "captioned 1 of 4" in out["caption"]["text"][0]  # only the uncaptioned coffee.webp
+    assert "ohwx_style" in out["trigger"]["text"][0] and "4 captioned, 0 without caption" in out["trigger"]["text"][0]
     assert out["train"]["encoded"][0]["images"] == 4 and out["train"]["encoded"][0]["captions"] == 4
 
     saved = sorted(comfy["loras"].glob("flux_lora/from_folder_*.safetensors"))

@@ -110,7 +110,8 @@ class Captioner:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
             ids = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=3, do_sample=False)
             texts = self.processor.batch_decode(ids, skip_special_tokens=False)
-            return [self.processor.post_process_generation(t, task=florence_task, image_size=im.size)[florence_task].strip()
+            return [self.processor.post_process_generation(t, task=florence_task, image_size=im.size)[florence_task]
+                    .replace("<pad>", "").strip()
                     for t, im in zip(texts, pil)]
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         chat = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
