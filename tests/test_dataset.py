@@ -94,3 +94,31 @@ def test_caption_dropout_in_batches(pack):
     _, ctx, _ = ex.collate(examples, empty, 0.5, torch.Generator().manual_seed(1))
     kept = ctx[:, 0, 0].tolist()
     assert 0 < sum(v > 0 for v in kept) < 4 and all(v in (0, i + 1) for i, v in enumerate(kept))
+
+
+def test_training_on_aspect_buckets_keeps_batches_in_one_bucket(comfy, pack, folder, monkeypatch):
+    import training_data
+    ds_mod = _dataset_mod(pack)
+    ex_mod = importlib.import_module(f"{pack.__name__}.trainer.examples")
+    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
+    objective = importlib.import_module(f"{pack.__name__}.trainer.objective")
+    model, clip, vae = training_data.load_models(comfy)
+    ds = ds_mod.load_folder(str(folder), "", resolution=256, crop="aspect buckets")
+    with torch.inference_mode():
+        examples = ex_mod.Encoder(model, clip, vae).examples(ex_mod.sources_from_dataset(ds), repeats=2)
+    assert len(examples) == 2 * len(ds.images) and len({tuple(e.latent.shape) for e in examples}) >= 3
+    shapes, tokens = [], []
+    real_sample = objective.sample_sigmas
+
+    def spy(method, batch, generator, **kw):
+        tokens.append(kw["image_tokens"])
+        return real_sample(method, batch, generator, **kw)
+    monkeypatch.setattr(objective, "sample_sigmas", spy)
+    real_collate = loop.collate
+    monkeypatch.setattr(loop, "collate", lambda batch, *a: shapes.append({tuple(e.latent.shape) for e in batch}) or real_collate(batch, *a))
+    with torch.inference_mode():
+        loop.train_flux_lora(model, examples, loop.TrainSettings(steps=6, batch_size=2, sigma_sampling="flux_shift"))
+    assert all(len(s) == 1 for s in shapes)  # a batch never mixes buckets
+    for s, t in zip(shapes, tokens):  # flux_shift uses that bucket's own token count
+        (c, h, w), = s
+        assert t == (h // 2) * (w // 2)
