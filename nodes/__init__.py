@@ -3,6 +3,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .caption import AutoCaption
 from .dataset import DatasetLoader
+from .sampler import TestSampler
 from .save import SaveLoRA
 from .train import FluxLoRATrain
 from .trigger import TriggerWord
@@ -10,4 +11,4 @@ from .trigger import TriggerWord
 
 class FluxLoRAExtension(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [DatasetLoader, AutoCaption, TriggerWord, FluxLoRATrain, SaveLoRA]
+        return [DatasetLoader, AutoCaption, TriggerWord, FluxLoRATrain, SaveLoRA, TestSampler]

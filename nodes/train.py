@@ -3,6 +3,7 @@ import logging
 import os
 
 import torch
+from PIL import Image
 
 import comfy.sd
 import folder_paths
@@ -18,7 +19,8 @@ from ..trainer.optim import OPTIMIZERS, SCHEDULERS
 from ..trainer.plot import loss_curve_image
 from ..trainer.vram import release
 
-from .types import FLUX_DATASET, LORA_MODEL, LOSS_MAP
+from ..trainer.preview import PromptSet, labelled_grid, render
+from .types import FLUX_DATASET, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
 
 
 INTERRUPTED_PREFIX = "fluxlora_interrupted/lora"
@@ -57,6 +59,9 @@ class FluxLoRATrain(io.ComfyNode):
                                            "Or leave empty and connect images + captions."),
                 io.Image.Input("images", optional=True,
                                tooltip="Instead of a dataset: an IMAGE batch (all one size; sides cropped to multiples of 16)."),
+                FLUX_SAMPLE_SETTINGS.Input("samples", optional=True,
+                                           tooltip="Test Sampler settings: render sample images every N steps during "
+                                                   "training (shown on the node as soon as they exist)."),
                 io.String.Input("captions", multiline=True, default="", optional=True,
                                 tooltip="With images: one caption per line, in image order; or a single line for every "
                                         "image. Include your trigger word."),
@@ -108,7 +113,9 @@ class FluxLoRATrain(io.ComfyNode):
                 LORA_MODEL.Output("lora", tooltip="The trained LoRA: connect to 'Save Flux LoRA'."),
                 io.Model.Output("model", tooltip="The input MODEL with the LoRA applied as a normal ComfyUI patch."),
                 LOSS_MAP.Output("loss", tooltip="Loss per step ({'loss': [...]})."),
-                io.Image.Output("loss_curve", tooltip="Loss (raw and moving average) and learning rate per step."),
+                io.Image.Output("loss_curve", tooltip="Loss (raw and moving average), learning rate and checkpoints."),
+                io.Image.Output("samples", tooltip="Test Sampler images of every checkpoint, one row per checkpoint "
+                                                   "(a blank image when no Test Sampler is connected)."),
             ],
         )
 
@@ -116,7 +123,7 @@ class FluxLoRATrain(io.ComfyNode):
     def execute(cls, model, clip, vae, steps, learning_rate, rank, alpha, optimizer, scheduler, warmup_steps, batch_size,
                 grad_accumulation, max_grad_norm, sigma_sampling, sigma_shift, loss_weighting, caption_dropout, guidance,
                 seed, gradient_checkpointing, targets, blocks, dropout, dora, dataset=None, images=None,
-                captions="") -> io.NodeOutput:
+                captions="", samples=None) -> io.NodeOutput:
         settings = TrainSettings(
             steps=steps, learning_rate=learning_rate, optimizer=optimizer, scheduler=scheduler,
             warmup_steps=warmup_steps, batch_size=batch_size, grad_accumulation=grad_accumulation,
@@ -144,14 +151,29 @@ class FluxLoRATrain(io.ComfyNode):
         encoder = Encoder(model, clip, vae, cache)
         examples = encoder.examples(sources, repeats)
         empty = encoder.text("") if caption_dropout > 0 else None
+        rows, labels, on_checkpoint = [], [], None
+        if samples is not None:
+            prompt_set = PromptSet(clip, samples, data_info.get("trigger", ""))  # encoded before CLIP leaves VRAM
+
+            def on_checkpoint(step, weights):
+                rows.append(render(model, vae, prompt_set, weights))
+                labels.append(f"step {step}")
+                grid = labelled_grid(rows[-1:], labels[-1:])[0]
+                return ("JPEG", Image.fromarray((grid.numpy() * 255).round().astype("uint8")), 768)
         release(clip.patcher, vae.patcher)
         lora = train_flux_lora(model, examples, settings, on_interrupt=save_interrupted_run, empty_caption=empty,
-                               data_info=data_info)
+                               data_info=data_info, checkpoint_every=samples.every_n_steps if samples else 0,
+                               on_checkpoint=on_checkpoint)
+        checkpoints = [int(label.split()[1]) for label in labels]
         with torch.inference_mode(False):
-            curve = loss_curve_image(lora.losses, lora.learning_rates)
+            curve = loss_curve_image(lora.losses, lora.learning_rates, markers=checkpoints)
+        sample_grid = labelled_grid(rows, labels) if rows else torch.zeros(1, 64, 64, 3)
         model_with_lora, _ = comfy.sd.load_lora_for_models(model, None, dict(lora), 1.0, 0)
         shown = ui.PreviewImage(curve, cls=cls).as_dict()
         shown["loss"] = [round(v, 6) for v in lora.losses]
         shown["encoded"] = [{"images": encoder.images_encoded, "captions": encoder.captions_encoded,
                              "cache_hits": cache.hits}]
-        return io.NodeOutput(lora, model_with_lora, {"loss": list(lora.losses)}, curve, ui=shown)
+        if rows:
+            shown["images"] += ui.PreviewImage(sample_grid, cls=cls).as_dict()["images"]
+        shown["checkpoints"] = checkpoints
+        return io.NodeOutput(lora, model_with_lora, {"loss": list(lora.losses)}, curve, sample_grid, ui=shown)

@@ -173,7 +173,8 @@ def test_node_releases_text_encoder_and_vae(comfy, pack):
     finally:
         train_module.train_flux_lora = saved
     assert not any(m is clip.patcher or m is vae.patcher for m in seen_loaded)
-    lora, model_with_lora, loss, curve = out.result
+    lora, model_with_lora, loss, curve, samples = out.result
+    assert samples.shape == (1, 64, 64, 3)  # no Test Sampler connected: blank
     assert loss == {"loss": lora.losses} and len(lora.losses) == 2
     assert curve.ndim == 4 and curve.shape[-1] == 3
     assert len(model_with_lora.patches) == 26 and not model.patches

@@ -116,7 +116,7 @@ def _result(info, settings, examples, weights, losses, learning_rates, data_info
 
 
 def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None, on_interrupt=None,
-                    empty_caption=None, data_info=None) -> TrainedLoRA:
+                    empty_caption=None, data_info=None, checkpoint_every: int = 0, on_checkpoint=None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected
@@ -124,7 +124,9 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
     ``on_step(step, total, loss, lr)`` is called after every optimizer step. If the run is interrupted
     after at least one step, ``on_interrupt(partial TrainedLoRA)`` gets the weights so far, then the
     interruption propagates. ``empty_caption`` (context, pooled) is needed for caption dropout; ``data_info``
-    (e.g. trigger word, dataset hash) is recorded in the result's info.
+    (e.g. trigger word, dataset hash) is recorded in the result's info. Every ``checkpoint_every`` steps and
+    after the last, ``on_checkpoint(step, weights)`` gets the LoRA so far (e.g. to render samples; it may load other
+    models: training reloads its own afterwards); what it returns is shown as the progress preview.
     """
     settings.validate()
     if settings.caption_dropout > 0 and empty_caption is None:
@@ -162,7 +164,13 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(step_loss)
                 learning_rates.append(lr)
-                progress.update_absolute(step + 1, settings.steps)
+                preview = None
+                done = step + 1
+                if on_checkpoint is not None and checkpoint_every > 0 and (done % checkpoint_every == 0 or done == settings.steps):
+                    weights = lora.comfy_state_dict()
+                    patcher.eject_model()  # other code sees the plain model (e.g. LoRA key names); re-injected on reload
+                    preview = on_checkpoint(done, weights)
+                progress.update_absolute(done, settings.steps, preview)
                 if on_step is not None:
                     on_step(step + 1, settings.steps, step_loss, lr)
             weights = lora.comfy_state_dict()

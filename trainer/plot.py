@@ -13,8 +13,9 @@ def moving_average(values, window):
     return out
 
 
-def loss_curve_image(losses, learning_rates=None, width=768, height=432) -> torch.Tensor:
-    """(1, H, W, 3) float image of raw loss, its moving average and (right axis) the learning rate."""
+def loss_curve_image(losses, learning_rates=None, width=768, height=432, markers=()) -> torch.Tensor:
+    """(1, H, W, 3) float image of raw loss, its moving average, (right axis) the learning rate, and dashed
+    vertical lines at ``markers`` (checkpoint steps)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -27,10 +28,12 @@ def loss_curve_image(losses, learning_rates=None, width=768, height=432) -> torc
     if losses:
         ax.plot(steps, losses, color="#9ab7d3", linewidth=0.8, label="loss")
         ax.plot(steps, moving_average(losses, max(1, len(losses) // 20)), color="#1f4e79", linewidth=2, label="moving average")
+    for i, step in enumerate(markers):
+        ax.axvline(step, color="#7a7a7a", linestyle="--", linewidth=0.8, label="checkpoint" if i == 0 else None)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
-    handles = ax.get_lines()
+    handles = [h for h in ax.get_lines() if not h.get_label().startswith("_")]
     if learning_rates:
         ax2 = ax.twinx()
         handles += ax2.plot(steps, learning_rates, color="#d08c2c", linewidth=1, label="learning rate")

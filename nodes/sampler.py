@@ -1,0 +1,61 @@
+"""TestSampler node: sample prompts with a LoRA, now or at checkpoints during training."""
+import torch
+from comfy_api.latest import io, ui
+
+from ..trainer.preview import PromptSet, SampleSettings, labelled_grid, parse_prompts, render
+from .types import FLUX_SAMPLE_SETTINGS, LORA_MODEL
+
+DEFAULT_PROMPTS = "{trigger}, a portrait photo, soft window light\n{trigger} in a forest at golden hour, cinematic"
+
+
+class TestSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="FluxLoRA_TestSampler",
+            display_name="Flux LoRA Test Sampler",
+            category="FluxLoRA",
+            is_output_node=True,
+            description="Renders test prompts with a LoRA through ComfyUI's normal sampling (Euler, FLUX shift, "
+                        "guidance), with fixed seeds so checkpoints compare. Connect 'settings' to Flux LoRA Train for "
+                        "samples during training, or connect a model to render now.",
+            inputs=[
+                io.String.Input("prompts", multiline=True, default=DEFAULT_PROMPTS,
+                                tooltip="One prompt per line; {trigger} is replaced by the trigger word."),
+                io.String.Input("trigger", default="", tooltip="Trigger word for {trigger} (connect Trigger Word's output). "
+                                                                "Empty: the trained dataset's trigger, if any."),
+                io.Int.Input("width", default=1024, min=256, max=2048, step=64, tooltip="Sample width."),
+                io.Int.Input("height", default=1024, min=256, max=2048, step=64, tooltip="Sample height."),
+                io.Int.Input("steps", default=20, min=1, max=100, tooltip="Euler steps per sample."),
+                io.Float.Input("guidance", default=3.5, min=0.0, max=20.0, step=0.1,
+                               tooltip="FLUX distilled guidance for samples (3.5 is FLUX.1-dev's usual value)."),
+                io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="Fixed seed, so every checkpoint's samples are comparable."),
+                io.Int.Input("every_n_steps", default=250, min=1, max=100000,
+                             tooltip="When connected to Flux LoRA Train: render samples every N training steps "
+                                     "(and after the last)."),
+                io.Model.Input("model", optional=True, tooltip="Render now with this MODEL (e.g. Flux LoRA Train's model "
+                                                               "output, or FLUX + the lora input)."),
+                io.Clip.Input("clip", optional=True, tooltip="Needed to render now."),
+                io.Vae.Input("vae", optional=True, tooltip="Needed to render now."),
+                LORA_MODEL.Input("lora", optional=True, tooltip="Applied to the model as a normal LoRA patch before rendering."),
+            ],
+            outputs=[
+                FLUX_SAMPLE_SETTINGS.Output("settings", tooltip="Connect to Flux LoRA Train's 'samples' input."),
+                io.Image.Output("images", tooltip="Grid of the rendered prompts, labelled with the LoRA's step count."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, prompts, trigger, width, height, steps, guidance, seed, every_n_steps, model=None, clip=None,
+                vae=None, lora=None) -> io.NodeOutput:
+        settings = SampleSettings(parse_prompts(prompts), width, height, steps, guidance, seed, every_n_steps, trigger.strip())
+        if model is None or clip is None or vae is None:
+            if any(x is not None for x in (model, clip, vae, lora)):
+                raise ValueError("TestSampler: to render now connect model, clip and vae (lora is optional).")
+            return io.NodeOutput(settings, torch.zeros(1, 64, 64, 3))
+        word = settings.trigger or getattr(lora, "info", {}).get("trigger", "")
+        images = render(model, vae, PromptSet(clip, settings, word), lora)
+        label = f"step {lora.info['steps']}" if hasattr(lora, "info") else ("LoRA" if lora is not None else "model")
+        grid = labelled_grid([images], [label])
+        return io.NodeOutput(settings, grid, ui=ui.PreviewImage(grid, cls=cls))

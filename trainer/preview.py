@@ -1,0 +1,88 @@
+"""Sample images with a LoRA through ComfyUI's own sampling path (what the user will get with LoraLoader)."""
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+import comfy.sd
+import node_helpers
+import nodes
+from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """What TestSampler hands to FluxLoRATrain (ComfyUI type FLUX_SAMPLE_SETTINGS)."""
+    prompts: tuple
+    width: int = 1024
+    height: int = 1024
+    steps: int = 20
+    guidance: float = 3.5
+    seed: int = 42
+    every_n_steps: int = 250
+    trigger: str = ""
+
+    def resolved_prompts(self, trigger: str = ""):
+        word = trigger or self.trigger
+        return [p.replace("{trigger}", word) if word else p.replace("{trigger}", "").strip(" ,") for p in self.prompts]
+
+
+def parse_prompts(text: str):
+    prompts = tuple(line.strip() for line in (text or "").splitlines() if line.strip())
+    if not prompts:
+        raise ValueError("TestSampler: write at least one prompt (one per line; {trigger} is replaced by the trigger word).")
+    return prompts
+
+
+class PromptSet:
+    """Prompts encoded once (before the text encoders leave VRAM), reused at every checkpoint."""
+
+    def __init__(self, clip, settings: SampleSettings, trigger: str = ""):
+        self.settings = settings
+        self.prompts = settings.resolved_prompts(trigger)
+        self.positive = [node_helpers.conditioning_set_values(clip.encode_from_tokens_scheduled(clip.tokenize(p)),
+                                                              {"guidance": settings.guidance}) for p in self.prompts]
+        self.negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+
+
+def render(model, vae, prompt_set: PromptSet, lora_weights=None, strength: float = 1.0) -> torch.Tensor:
+    """Euler, FLUX's resolution-dependent shift, distilled guidance, fixed seed: one image per prompt.
+    ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch, exactly like LoraLoader."""
+    s = prompt_set.settings
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():  # never disturb the training RNG stream
+        if lora_weights is not None:
+            model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), strength, 0)
+        model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]
+        latent = {"samples": torch.zeros(1, 16, s.height // 8, s.width // 8)}
+        images = []
+        for positive in prompt_set.positive:
+            out = nodes.common_ksampler(model, s.seed, s.steps, 1.0, "euler", "simple", positive,
+                                        prompt_set.negative, latent, denoise=1.0)[0]
+            images.append(vae.decode(out["samples"])[:1].float().cpu())
+        return torch.cat(images)
+
+
+def _font(size):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
+def labelled_grid(rows, labels, prompts=None, max_tile: int = 384) -> torch.Tensor:
+    """Stacks rows of images (each (N, H, W, 3)) with a label per row: (1, H, W, 3) float."""
+    h, w = rows[0].shape[1:3]
+    scale = min(1.0, max_tile / max(h, w))
+    tw, th = max(1, int(w * scale)), max(1, int(h * scale))
+    label_w = 110
+    n = max(r.shape[0] for r in rows)
+    canvas = Image.new("RGB", (label_w + n * tw, len(rows) * th), (24, 24, 24))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(16)
+    for r, (images, label) in enumerate(zip(rows, labels)):
+        draw.text((8, r * th + th // 2 - 8), label, fill=(230, 230, 230), font=font)
+        for c, im in enumerate(images):
+            tile = Image.fromarray((im.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).resize((tw, th), Image.LANCZOS)
+            canvas.paste(tile, (label_w + c * tw, r * th))
+    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None]
