@@ -20,7 +20,10 @@ from ..trainer.plot import loss_curve_image
 from ..trainer.vram import release
 
 from ..trainer.preview import PromptSet, labelled_grid, render
+from .live import LiveRun, register_routes
 from .types import FLUX_DATASET, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
+
+register_routes()
 
 
 INTERRUPTED_PREFIX = "fluxlora_interrupted/lora"
@@ -47,6 +50,7 @@ class FluxLoRATrain(io.ComfyNode):
             display_name="Flux LoRA Train",
             category="FluxLoRA",
             is_output_node=True,
+            hidden=[io.Hidden.unique_id],
             description="Trains a FLUX.1-dev LoRA on the MODEL ComfyUI already loaded (it is left unchanged).",
             inputs=[
                 io.Model.Input("model", tooltip="FLUX.1-dev from 'Load Diffusion Model' (fp8_e4m3fn weight dtype saves VRAM). "
@@ -152,6 +156,7 @@ class FluxLoRATrain(io.ComfyNode):
         examples = encoder.examples(sources, repeats)
         empty = encoder.text("") if caption_dropout > 0 else None
         rows, labels, on_checkpoint = [], [], None
+        live = LiveRun(cls.hidden.unique_id if cls.hidden is not None else "headless", steps)
         if samples is not None:
             prompt_set = PromptSet(clip, samples, data_info.get("trigger", ""))  # encoded before CLIP leaves VRAM
 
@@ -159,11 +164,14 @@ class FluxLoRATrain(io.ComfyNode):
                 rows.append(render(model, vae, prompt_set, weights))
                 labels.append(f"step {step}")
                 grid = labelled_grid(rows[-1:], labels[-1:])[0]
-                return ("JPEG", Image.fromarray((grid.numpy() * 255).round().astype("uint8")), 768)
+                pil = Image.fromarray((grid.numpy() * 255).round().astype("uint8"))
+                live.samples(step, pil)
+                return ("JPEG", pil, 768)
         release(clip.patcher, vae.patcher)
         lora = train_flux_lora(model, examples, settings, on_interrupt=save_interrupted_run, empty_caption=empty,
                                data_info=data_info, checkpoint_every=samples.every_n_steps if samples else 0,
-                               on_checkpoint=on_checkpoint)
+                               on_checkpoint=on_checkpoint, on_step=live.step)
+        live.finish()
         checkpoints = [int(label.split()[1]) for label in labels]
         with torch.inference_mode(False):
             curve = loss_curve_image(lora.losses, lora.learning_rates, markers=checkpoints)

@@ -1,0 +1,75 @@
+"""Live training progress for the web UI: websocket events + a history route, so a reloaded page rebuilds the chart.
+
+Events (``PromptServer.send_sync``): ``fluxlora.progress`` {node, step, total, loss, lr, it_s, eta_s} after each
+step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint. GET
+``/fluxlora/history`` returns everything sent so far per node. Headless runs (no server) simply skip the events.
+"""
+import os
+import time
+
+import folder_paths
+from PIL import Image
+
+HISTORY = {}  # node id -> {"total", "steps", "loss", "lr", "samples", "started", "done"}
+MAX_NODES = 16
+
+
+def _server():
+    try:
+        import server
+    except Exception:
+        return None
+    return getattr(server.PromptServer, "instance", None)
+
+
+def _send(event, data):
+    instance = _server()
+    if instance is not None:
+        instance.send_sync(event, data, getattr(instance, "client_id", None))
+
+
+class LiveRun:
+    """One training node's run: records and broadcasts steps and checkpoint samples."""
+
+    def __init__(self, node_id, total: int):
+        self.node = str(node_id)
+        self.t0 = time.perf_counter()
+        if len(HISTORY) >= MAX_NODES and self.node not in HISTORY:
+            HISTORY.pop(next(iter(HISTORY)))
+        HISTORY[self.node] = {"total": total, "steps": [], "loss": [], "lr": [], "samples": [], "done": False}
+
+    def step(self, step, total, loss, lr):
+        h = HISTORY[self.node]
+        h["steps"].append(step)
+        h["loss"].append(float(loss))
+        h["lr"].append(float(lr))
+        elapsed = time.perf_counter() - self.t0
+        it_s = step / elapsed if elapsed > 0 else 0.0
+        _send("fluxlora.progress", {"node": self.node, "step": step, "total": total, "loss": float(loss), "lr": float(lr),
+                                    "it_s": it_s, "eta_s": (total - step) / it_s if it_s > 0 else None})
+
+    def samples(self, step, grid_pil: Image.Image):
+        folder = folder_paths.get_temp_directory()
+        os.makedirs(folder, exist_ok=True)
+        name = f"fluxlora_{self.node.replace(':', '_')}_{int(self.t0 * 1000)}_{step:06d}.png"
+        grid_pil.save(os.path.join(folder, name))
+        image = {"filename": name, "subfolder": "", "type": "temp"}
+        HISTORY[self.node]["samples"].append({"step": step, "image": image})
+        _send("fluxlora.samples", {"node": self.node, "step": step, "image": image})
+
+    def finish(self):
+        HISTORY[self.node]["done"] = True
+        _send("fluxlora.done", {"node": self.node})
+
+
+def register_routes():
+    instance = _server()
+    if instance is None or getattr(register_routes, "done", False):
+        return
+    from aiohttp import web
+
+    @instance.routes.get("/fluxlora/history")
+    async def history(request):
+        node = request.rel_url.query.get("node")
+        return web.json_response(HISTORY.get(node, {}) if node else HISTORY)
+    register_routes.done = True

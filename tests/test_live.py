@@ -1,0 +1,53 @@
+"""Live progress for the web UI: websocket events per step and checkpoint, and the history route a reloaded
+page rebuilds its chart from (the JS side is checked in the browser test of the frontend issue)."""
+import asyncio
+import importlib
+import json
+
+import graphs
+import harness
+import images
+
+
+class EventServer(harness.FakeServer):
+    def __init__(self):
+        super().__init__()
+        from aiohttp import web
+        self.routes = web.RouteTableDef()
+
+
+def test_events_and_history(comfy, monkeypatch):
+    import sys
+
+    import nodes
+    import server
+    from aiohttp.test_utils import make_mocked_request
+    train_module = nodes.NODE_CLASS_MAPPINGS["FluxLoRA_Train"].__module__  # the copy ComfyUI loaded and executes
+    live = importlib.import_module(train_module.rsplit(".", 1)[0] + ".live") if train_module in sys.modules else None
+    assert live is not None
+    fake = EventServer()
+    monkeypatch.setattr(server.PromptServer, "instance", fake, raising=False)
+    monkeypatch.setattr(live.register_routes, "done", False, raising=False)
+    live.register_routes()
+
+    files = images.write_images(comfy["root"] / "input")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=4, prefix="flux_lora/live")
+    g["sampler"] = {"class_type": "FluxLoRA_TestSampler", "inputs": {"prompts": "a red thing", "trigger": "", "width": 256,
+                    "height": 256, "steps": 1, "guidance": 3.5, "seed": 1, "every_n_steps": 2}}
+    g["train"]["inputs"]["samples"] = ["sampler", 0]
+    executor, _ = harness.run(g)
+    assert executor.success, harness.error_message(executor)
+
+    progress = [d for e, d in fake.events if e == "fluxlora.progress"]
+    assert [d["step"] for d in progress] == [1, 2, 3, 4] and all(d["node"] == "train" and d["total"] == 4 for d in progress)
+    assert progress[-1]["eta_s"] == 0 and progress[0]["it_s"] > 0
+    samples = [d for e, d in fake.events if e == "fluxlora.samples"]
+    assert [d["step"] for d in samples] == [2, 4] and samples[0]["image"]["type"] == "temp"
+    assert (comfy["root"] / "temp" / samples[0]["image"]["filename"]).is_file()
+    assert ("fluxlora.done", {"node": "train"}) in fake.events
+
+    handler = next(r.handler for r in fake.routes if r.path == "/fluxlora/history")
+    response = asyncio.run(handler(make_mocked_request("GET", "/fluxlora/history?node=train")))
+    history = json.loads(response.body)
+    assert history["steps"] == [1, 2, 3, 4] and len(history["loss"]) == 4 and history["done"]
+    assert [s["step"] for s in history["samples"]] == [2, 4]

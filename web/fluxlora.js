@@ -1,0 +1,137 @@
+// Flux LoRA Trainer: live loss chart, learning rate, it/s, ETA and checkpoint samples on the Flux LoRA Train node.
+// Fed by the trainer's websocket events; rebuilt from /fluxlora/history after a page reload.
+import { app } from "../../scripts/app.js";
+import { api } from "../../scripts/api.js";
+
+const TRAIN_NODE = "FluxLoRA_Train";
+const runs = new Map(); // node id -> {total, steps, loss, lr, samples, it_s, eta_s, done}
+
+function run(id) {
+  id = String(id);
+  if (!runs.has(id)) runs.set(id, { total: 0, steps: [], loss: [], lr: [], samples: [], it_s: 0, eta_s: null, done: false });
+  return runs.get(id);
+}
+
+function movingAverage(values, window) {
+  const out = [];
+  let acc = 0;
+  values.forEach((v, i) => {
+    acc += v;
+    if (i >= window) acc -= values[i - window];
+    out.push(acc / Math.min(i + 1, window));
+  });
+  return out;
+}
+
+function formatEta(seconds) {
+  if (seconds == null || !isFinite(seconds)) return "–";
+  const s = Math.round(seconds);
+  return s >= 3600 ? `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, "0")}m`
+    : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
+}
+
+function draw(widget) {
+  const r = runs.get(String(widget.node.id));
+  const canvas = widget.canvas;
+  const ctx = canvas.getContext("2d");
+  const W = (canvas.width = canvas.clientWidth || 360), H = (canvas.height = 180);
+  ctx.fillStyle = "#1b1b1b";
+  ctx.fillRect(0, 0, W, H);
+  ctx.font = "11px sans-serif";
+  if (!r || r.loss.length === 0) {
+    ctx.fillStyle = "#999";
+    ctx.fillText("Loss chart appears when training starts", 10, H / 2);
+    widget.info.textContent = "";
+    return;
+  }
+  const pad = { l: 42, r: 42, t: 10, b: 20 };
+  const n = Math.max(r.total, r.steps[r.steps.length - 1]);
+  const lo = Math.min(...r.loss), hi = Math.max(...r.loss);
+  const x = (s) => pad.l + ((W - pad.l - pad.r) * (s - 1)) / Math.max(1, n - 1);
+  const y = (v) => H - pad.b - ((H - pad.t - pad.b) * (v - lo)) / Math.max(1e-12, hi - lo);
+  ctx.strokeStyle = "#444";
+  ctx.beginPath(); ctx.moveTo(pad.l, pad.t); ctx.lineTo(pad.l, H - pad.b); ctx.lineTo(W - pad.r, H - pad.b); ctx.stroke();
+  const line = (values, color, width, yf) => {
+    ctx.strokeStyle = color; ctx.lineWidth = width; ctx.beginPath();
+    values.forEach((v, i) => (i ? ctx.lineTo(x(r.steps[i]), yf(v)) : ctx.moveTo(x(r.steps[i]), yf(v))));
+    ctx.stroke();
+  };
+  line(r.loss, "#6f8fb0", 1, y);
+  line(movingAverage(r.loss, Math.max(1, Math.floor(r.loss.length / 20))), "#8fd3ff", 2, y);
+  const lrHi = Math.max(...r.lr, 1e-12);
+  line(r.lr, "#d08c2c", 1, (v) => H - pad.b - ((H - pad.t - pad.b) * v) / lrHi);
+  ctx.strokeStyle = "#777"; ctx.setLineDash([3, 3]);
+  for (const s of r.samples) { ctx.beginPath(); ctx.moveTo(x(s.step), pad.t); ctx.lineTo(x(s.step), H - pad.b); ctx.stroke(); }
+  ctx.setLineDash([]);
+  ctx.fillStyle = "#bbb";
+  ctx.fillText(hi.toPrecision(3), 2, pad.t + 8);
+  ctx.fillText(lo.toPrecision(3), 2, H - pad.b);
+  ctx.fillStyle = "#d08c2c";
+  ctx.fillText(lrHi.toExponential(1), W - pad.r + 2, pad.t + 8);
+  const last = r.steps[r.steps.length - 1];
+  widget.info.textContent = `step ${last}/${r.total} · loss ${r.loss[r.loss.length - 1].toFixed(4)} · ` +
+    `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}`;
+  widget.strip.replaceChildren(...r.samples.map((s) => {
+    const img = document.createElement("img");
+    img.src = api.apiURL(`/view?filename=${encodeURIComponent(s.image.filename)}&type=${s.image.type}&subfolder=${encodeURIComponent(s.image.subfolder)}`);
+    img.title = `step ${s.step}`;
+    img.style.cssText = "height:64px;margin-right:4px;border:1px solid #333";
+    return img;
+  }));
+}
+
+function redrawAll() {
+  for (const node of app.graph?._nodes ?? []) {
+    if (node.fluxloraChart) draw(node.fluxloraChart);
+  }
+  app.graph?.setDirtyCanvas(true, false);
+}
+
+async function loadHistory() {
+  try {
+    const res = await api.fetchApi("/fluxlora/history");
+    if (!res.ok) return;
+    const all = await res.json();
+    for (const [id, h] of Object.entries(all)) {
+      const r = run(id);
+      Object.assign(r, { total: h.total, steps: h.steps, loss: h.loss, lr: h.lr, samples: h.samples, done: h.done });
+    }
+    redrawAll();
+  } catch (e) {
+    console.warn("fluxlora: no training history", e);
+  }
+}
+
+app.registerExtension({
+  name: "fluxlora.trainer",
+  async setup() {
+    api.addEventListener("fluxlora.progress", ({ detail }) => {
+      const r = run(detail.node);
+      if (detail.step === 1) Object.assign(r, { steps: [], loss: [], lr: [], samples: [], done: false });
+      r.total = detail.total; r.steps.push(detail.step); r.loss.push(detail.loss); r.lr.push(detail.lr);
+      r.it_s = detail.it_s; r.eta_s = detail.eta_s;
+      redrawAll();
+    });
+    api.addEventListener("fluxlora.samples", ({ detail }) => { run(detail.node).samples.push({ step: detail.step, image: detail.image }); redrawAll(); });
+    api.addEventListener("fluxlora.done", ({ detail }) => { run(detail.node).done = true; redrawAll(); });
+    api.addEventListener("reconnected", loadHistory);
+    await loadHistory();
+  },
+  async nodeCreated(node) {
+    if (node.comfyClass !== TRAIN_NODE) return;
+    const root = document.createElement("div");
+    root.className = "fluxlora-chart";
+    root.style.cssText = "display:flex;flex-direction:column;gap:4px;font:11px sans-serif;color:#ccc";
+    const canvas = document.createElement("canvas");
+    canvas.style.cssText = "width:100%;height:180px";
+    const info = document.createElement("div");
+    const strip = document.createElement("div");
+    strip.style.cssText = "display:flex;overflow-x:auto";
+    root.append(canvas, info, strip);
+    const widget = node.addDOMWidget("fluxlora_chart", "fluxlora_chart", root, { serialize: false, hideOnZoom: false });
+    widget.computeSize = (width) => [width, 270];
+    Object.assign(widget, { canvas, info, strip, node });
+    node.fluxloraChart = widget;
+    requestAnimationFrame(() => draw(widget));
+  },
+});
