@@ -32,7 +32,8 @@ class SaveLoRA(io.ComfyNode):
                                 tooltip="Recorded in the file's metadata (ss_trigger_word, modelspec.trigger_phrase). Empty: the "
                                         "Trigger Word node's word, if the LoRA was trained on such a dataset."),
             ],
-            outputs=[io.String.Output("lora_name", tooltip="The file name as LoraLoader lists it.")],
+            outputs=[io.AnyType.Output("lora_name", tooltip="The saved file as LoraLoader lists it: connect to a "
+                                                          "LoraLoader's lora_name to use it in the same run.")],
         )
 
     @classmethod

@@ -57,7 +57,7 @@ def run(prompt: dict):
     import execution
     prompt_id = str(uuid.uuid4())
     valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
-    if not valid[0]:
+    if not valid[0] or valid[3]:
         raise AssertionError(f"invalid prompt: {valid[1]} {valid[3]}")
     server = FakeServer()
     executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
