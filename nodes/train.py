@@ -71,7 +71,7 @@ class FluxLoRATrain(io.ComfyNode):
                                         "image. Include your trigger word."),
                 io.Int.Input("steps", default=1000, min=1, max=100000,
                              tooltip="Optimizer steps. 1000-2500 suits 10-30 images."),
-                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-5, round=False,
+                io.Float.Input("learning_rate", default=1e-4, min=1e-7, max=1.0, step=1e-6, round=1e-7,
                                tooltip="1e-4 to 4e-4 is typical for rank 16-32 with AdamW."),
                 io.Int.Input("rank", default=16, min=1, max=256, tooltip="LoRA rank: capacity and file size. 16-32 is typical."),
                 io.Float.Input("alpha", default=16.0, min=0.01, max=1024.0, step=0.5,
@@ -91,7 +91,7 @@ class FluxLoRATrain(io.ComfyNode):
                 io.Combo.Input("sigma_sampling", options=list(objective.SIGMA_SAMPLERS), default="sigmoid",
                                tooltip="How noise levels are drawn: sigmoid (ai-toolkit default), shift (by sigma_shift), "
                                        "flux_shift (shift from the image resolution), logit_normal (SD3), uniform."),
-                io.Float.Input("sigma_shift", default=objective.DEFAULT_SHIFT, min=0.1, max=20.0, step=0.01, round=False,
+                io.Float.Input("sigma_shift", default=objective.DEFAULT_SHIFT, min=0.1, max=20.0, step=0.0001, round=0.0001,
                                tooltip="Shift for sigma_sampling 'shift' (3.1582 = FLUX's shift at 1024px). Unused otherwise."),
                 io.Combo.Input("loss_weighting", options=list(objective.LOSS_WEIGHTINGS), default="none",
                                tooltip="Per-noise-level loss weight: none (plain velocity MSE), sigma_sqrt, cosmap."),

@@ -41,4 +41,13 @@ echo "ComfyUI: $comfy_root"
 grep -vE '^\s*(#|$|torch($|[<>=~ ])|torchvision|torchaudio|kornia|spandrel)' "$comfy_root/requirements.txt" > "$VENV/comfyui-requirements.txt"
 "${PIP[@]}" -r "$VENV/comfyui-requirements.txt"
 "${PIP[@]}" -r "$PACK_DIR/requirements.txt" -r "$PACK_DIR/tests/requirements.txt"
+# headless Chromium for the frontend tests (Debian's package; Playwright is pointed at it, downloads nothing)
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+      || echo "WARNING: could not install chromium; the browser tests will be skipped" >&2
+  else
+    echo "WARNING: chromium not found; the browser tests will be skipped (apt-get install chromium)" >&2
+  fi
+fi
 "$PY" -c "import torch, peft, diffusers, transformers; print('torch', torch.__version__, 'peft', peft.__version__, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__)"

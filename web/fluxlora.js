@@ -30,8 +30,17 @@ function formatEta(seconds) {
     : s >= 60 ? `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s` : `${s}s`;
 }
 
-function draw(widget) {
-  const r = runs.get(String(widget.node.id));
+function chartParts(node) {
+  const widget = node.widgets?.find((w) => w.name === "fluxlora_chart");
+  const root = widget?.element;
+  if (!root) return null;
+  return { canvas: root.querySelector("canvas"), info: root.querySelector(".fluxlora-info"), strip: root.querySelector(".fluxlora-strip") };
+}
+
+function draw(node) {
+  const widget = chartParts(node);
+  if (!widget) return;
+  const r = runs.get(String(node.id));
   const canvas = widget.canvas;
   const ctx = canvas.getContext("2d");
   const W = (canvas.width = canvas.clientWidth || 360), H = (canvas.height = 180);
@@ -81,8 +90,8 @@ function draw(widget) {
 }
 
 function redrawAll() {
-  for (const node of app.graph?._nodes ?? []) {
-    if (node.fluxloraChart) draw(node.fluxloraChart);
+  for (const node of app.graph?.nodes ?? []) {
+    if (node.comfyClass === TRAIN_NODE || node.type === TRAIN_NODE) draw(node);
   }
   app.graph?.setDirtyCanvas(true, false);
 }
@@ -105,6 +114,7 @@ async function loadHistory() {
 app.registerExtension({
   name: "fluxlora.trainer",
   async setup() {
+    window.__fluxlora = { runs }; // read by the browser tests
     api.addEventListener("fluxlora.progress", ({ detail }) => {
       const r = run(detail.node);
       if (detail.step === 1) Object.assign(r, { steps: [], loss: [], lr: [], samples: [], done: false });
@@ -125,13 +135,13 @@ app.registerExtension({
     const canvas = document.createElement("canvas");
     canvas.style.cssText = "width:100%;height:180px";
     const info = document.createElement("div");
+    info.className = "fluxlora-info";
     const strip = document.createElement("div");
+    strip.className = "fluxlora-strip";
     strip.style.cssText = "display:flex;overflow-x:auto";
     root.append(canvas, info, strip);
     const widget = node.addDOMWidget("fluxlora_chart", "fluxlora_chart", root, { serialize: false, hideOnZoom: false });
     widget.computeSize = (width) => [width, 270];
-    Object.assign(widget, { canvas, info, strip, node });
-    node.fluxloraChart = widget;
-    requestAnimationFrame(() => draw(widget));
+    requestAnimationFrame(() => draw(node));
   },
 });

@@ -1,0 +1,80 @@
+"""Regenerates the drag-and-drop (UI format) workflows from workflows/api/*.json with the real ComfyUI frontend:
+loadApiJson -> notes -> layout -> serialize. Run after changing an API workflow:
+
+    ~/.venvs/comfyui-fluxlora/bin/python tests/make_ui_workflows.py
+"""
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+NOTES = {
+    "flux_lora_trainer": [
+        ("Flux LoRA Trainer - start here",
+         "1. Put 10-30 photos (png/jpg/webp) in ComfyUI/input/lora_dataset (or type an absolute folder).\n"
+         "   Optional captions: photo1.png -> photo1.txt. Missing captions are written by Auto Caption.\n"
+         "2. Pick a unique trigger word (Trigger Word node), e.g. mytoken_artstyle.\n"
+         "3. Models: flux1-dev in models/diffusion_models (weight_dtype fp8_e4m3fn below 24 GB),\n"
+         "   clip_l + t5xxl in models/text_encoders, ae.safetensors in models/vae.\n"
+         "4. Queue. Watch the loss chart and the samples every 250 steps on the Flux LoRA Train node.\n"
+         "   The LoRA lands in models/loras/flux_lora/ and is rendered once more at the end."),
+        ("Recommended settings",
+         "images: 10-30, resolution 1024\nrank 16-32 (alpha = rank)\nlearning rate 1e-4 to 4e-4 (2e-4 here, adamw8bit)\n"
+         "steps: ~1500-2500 (about 100 per image)\nsigma sampling: sigmoid; guidance 1.0 while training\n"
+         "caption dropout 0.05 keeps the LoRA usable without the trigger\n"
+         "Samples (Test Sampler): 20 Euler steps, guidance 3.5, fixed seed -> comparable checkpoints."),
+    ],
+    "flux_lora_trainer_captioned_folder": [
+        ("Train on an already-captioned folder",
+         "For a folder where every image already has a caption file (photo1.png + photo1.txt).\n"
+         "No Auto Caption: the report lists any image without a caption.\n"
+         "Trigger Word adds your trigger to every caption (never twice).\n"
+         "Recommended: rank 16-32, lr 1e-4 to 4e-4, 1500-2500 steps at 1024."),
+    ],
+}
+
+LAYOUT_JS = """
+async ({api, name, notes}) => {
+  await app.loadApiJson(api, name);
+  const graph = app.graph;
+  graph.arrange(80);
+  for (const node of graph.nodes) {  // seeds stay fixed: a re-queue must not silently retrain with a new seed
+    for (const w of node.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
+  }
+  let x = 0;
+  for (const [title, text] of notes) {
+    const note = LiteGraph.createNode("Note");
+    note.title = title;
+    note.widgets[0].value = text;
+    note.size = [460, 240];
+    graph.add(note);
+    note.pos = [x, -300];
+    x += 500;
+  }
+  return JSON.stringify(app.rootGraph.serialize());  // drops undefined fields (JSON null breaks the schema)
+}
+"""
+
+
+def main():
+    import comfy_env
+    comfy_env.boot()
+    import browser
+    root = Path(tempfile.mkdtemp(prefix="fluxlora_ui_"))
+    browser.prepare_root(root)
+    with browser.comfyui_server(root) as url, browser.browser_page(url) as page:
+        for api_file in sorted((WORKFLOWS / "api").glob("*.json")):
+            name = api_file.stem
+            graph = json.loads(page.evaluate(LAYOUT_JS, {"api": json.loads(api_file.read_text()), "name": name,
+                                                         "notes": NOTES.get(name, [])}))
+            graph.pop("id", None)  # a fresh id each time: keep the file stable
+            (WORKFLOWS / f"{name}.json").write_text(json.dumps(graph, indent=2) + "\n")
+            print("wrote", WORKFLOWS / f"{name}.json", len(graph["nodes"]), "nodes")
+
+
+if __name__ == "__main__":
+    main()

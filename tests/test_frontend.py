@@ -1,0 +1,122 @@
+"""The real server (v0.8.0 --cpu) + official frontend in headless Chromium: the bundled UI workflow loads with no
+missing nodes, equals the API file, runs with tiny models, and the node shows the live loss chart and checkpoint
+samples (also after a page reload). The API workflow is queued over HTTP and checked in /history."""
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import browser
+import workflow_swaps
+
+pytestmark = pytest.mark.skipif(not browser.available(), reason="needs Debian chromium + playwright (tests/setup_env.sh)")
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("frontend")
+    browser.prepare_root(root)
+    with browser.comfyui_server(root) as url:
+        yield url, root
+
+
+def _get(url):
+    return json.loads(urllib.request.urlopen(url, timeout=10).read())
+
+
+def _wait_history(url, prompt_id, timeout=300):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        h = _get(f"{url}/history/{prompt_id}")
+        if prompt_id in h and h[prompt_id].get("status", {}).get("completed") is not None:
+            return h[prompt_id]
+        time.sleep(1)
+    raise AssertionError("prompt did not finish")
+
+
+def test_templates_route_lists_the_workflows(server):
+    url, _ = server
+    templates = _get(f"{url}/workflow_templates")
+    assert sorted(templates["comfyui_fluxlora"]) == ["flux_lora_trainer", "flux_lora_trainer_captioned_folder"]
+
+
+SWAP_JS = """
+({values, folder, prefix}) => {
+  for (const node of app.graph.nodes) {
+    const want = {...(values[node.type] ?? {})};
+    if (node.type === "FluxLoRA_DatasetLoader") want.folder = folder;
+    if (node.type === "FluxLoRA_SaveLoRA") want.filename_prefix = prefix;
+    for (const w of node.widgets ?? []) if (w.name in want) w.value = want[w.name];
+  }
+}
+"""
+
+
+def test_ui_workflow_in_the_browser(server):
+    url, root = server
+    ui = json.loads((WORKFLOWS / "flux_lora_trainer.json").read_text())
+    api = json.loads((WORKFLOWS / "api" / "flux_lora_trainer.json").read_text())
+    with browser.browser_page(url) as page:
+        page.evaluate("async (g) => { await app.loadGraphData(g, true, true, 'flux_lora_trainer'); }", ui)
+        page.wait_for_timeout(500)
+        missing = page.evaluate("() => app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type)")
+        assert missing == []
+        prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+        assert sorted(prompt) == sorted(api)
+        diff = {k: ({n: (prompt[k]["inputs"].get(n), api[k]["inputs"].get(n))
+                     for n in set(prompt[k]["inputs"]) | set(api[k]["inputs"]) if prompt[k]["inputs"].get(n) != api[k]["inputs"].get(n)},
+                    prompt[k]["class_type"], api[k]["class_type"]) for k in api}
+        diff = {k: v for k, v in diff.items() if v[0] or v[1] != v[2]}
+        assert not diff, f"UI and API workflow files disagree: {diff}"
+        assert not page.errors, page.errors
+        alerts = page.evaluate("() => [...document.querySelectorAll('.p-toast-message, [role=alert]')].map(e => e.innerText)")
+        assert not [a for a in alerts if "Invalid workflow" in a or "missing" in a.lower()], alerts
+
+        page.evaluate(SWAP_JS, {"values": workflow_swaps.TINY_VALUES, "folder": "photos", "prefix": "flux_lora/browser"})
+        page.evaluate("async () => { await app.queuePrompt(0); }")
+        page.wait_for_timeout(1000)
+        queue = _get(f"{url}/queue")
+        running = queue["queue_running"] + queue["queue_pending"]
+        prompt_id = running[0][1] if running else list(_get(f"{url}/history"))[-1]
+        result = _wait_history(url, prompt_id)
+        assert result["status"]["status_str"] == "success", result["status"]
+        outputs = result["outputs"]
+        assert outputs["8"]["checkpoints"] == [2, 4] and outputs["20"]["images"]
+
+        page.wait_for_timeout(1000)
+        run = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, done: r.done}; }")
+        assert run == {"loss": 4, "samples": 2, "done": True}
+        drawn = page.evaluate("""() => { const w = app.graph.getNodeById(8).widgets.find(x => x.name === 'fluxlora_chart');
+            return {info: w.element.querySelector('.fluxlora-info').textContent,
+                    strip: w.element.querySelectorAll('.fluxlora-strip img').length}; }""")
+        assert drawn["info"].startswith("step 4/4 · loss ") and drawn["strip"] == 2, drawn
+        page.evaluate("""() => { const n = app.graph.getNodeById(8); app.canvas.ds.scale = 0.8;
+                                   app.canvas.ds.offset = [-n.pos[0] + 420, -n.pos[1] + 60]; app.canvas.setDirty(true, true); }""")
+        page.wait_for_timeout(800)
+        DOCS.mkdir(exist_ok=True)
+        page.screenshot(path=str(root / "train_node.png"))
+        page.screenshot(path=str(DOCS / "screenshot_train_node.png"))
+
+        page.reload()
+        page.wait_for_function("() => window.app && window.app.graph && window.__fluxlora", timeout=120000)
+        page.wait_for_timeout(2000)
+        rebuilt = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length}; }")
+        assert rebuilt == {"loss": 4, "samples": 2}, "the chart history survives a page reload"
+
+
+def test_api_workflow_over_http(server):
+    url, _ = server
+    api = workflow_swaps.tiny_api(json.loads((WORKFLOWS / "api" / "flux_lora_trainer_captioned_folder.json").read_text()),
+                                  "photos", "flux_lora/http")
+    req = urllib.request.Request(f"{url}/prompt", data=json.dumps({"prompt": api}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    prompt_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["prompt_id"]
+    result = _wait_history(url, prompt_id)
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert result["outputs"]["8"]["checkpoints"] == [2, 4]
+    assert result["outputs"]["9"]["text"][0].startswith("Saved flux_lora/http_000004steps_")
+    assert result["outputs"]["20"]["images"]
