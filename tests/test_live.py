@@ -51,3 +51,26 @@ def test_events_and_history(comfy, monkeypatch):
     history = json.loads(response.body)
     assert history["steps"] == [1, 2, 3, 4] and len(history["loss"]) == 4 and history["done"]
     assert [s["step"] for s in history["samples"]] == [2, 4]
+
+
+def test_two_trainer_nodes_keep_separate_histories(comfy, monkeypatch):
+    import sys
+
+    import nodes
+    import server
+    live = sys.modules[nodes.NODE_CLASS_MAPPINGS["FluxLoRA_Train"].__module__.rsplit(".", 1)[0] + ".live"]
+    fake = EventServer()
+    monkeypatch.setattr(server.PromptServer, "instance", fake, raising=False)
+    files = images.write_images(comfy["root"] / "input")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=2, prefix="flux_lora/two_a")
+    g["train_b"] = {"class_type": "FluxLoRA_Train", "inputs": {**g["train"]["inputs"], "steps": 3, "seed": 9}}
+    g["save_b"] = {"class_type": "FluxLoRA_SaveLoRA", "inputs": {**g["save"]["inputs"], "lora": ["train_b", 0],
+                                                                 "filename_prefix": "flux_lora/two_b"}}
+    executor, _ = harness.run(g)
+    assert executor.success, harness.error_message(executor)
+    steps = {}
+    for event, data in fake.events:
+        if event == "fluxlora.progress":
+            steps.setdefault(data["node"], []).append(data["step"])
+    assert steps == {"train": [1, 2], "train_b": [1, 2, 3]}
+    assert live.HISTORY["train"]["steps"] == [1, 2] and live.HISTORY["train_b"]["steps"] == [1, 2, 3]
