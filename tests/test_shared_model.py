@@ -89,3 +89,25 @@ def test_non_flux_model_is_refused(pack):
     patcher = comfy.model_patcher.ModelPatcher(sdxl, load_device="cpu", offload_device="cpu")
     with pytest.raises(flux_model.NotAFluxModel, match="FLUX.1 LoRAs only.*SDXL"):
         flux_model.flux_info(patcher)
+
+
+def test_cancel_from_the_progress_hook_keeps_finished_steps(comfy, pack):
+    """In the server, ComfyUI's progress hook itself raises on Cancel: the finished steps are still handed over."""
+    import comfy.model_management as mm
+    from comfy.utils import set_progress_bar_global_hook
+    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
+    model, examples = training_data.model_and_examples(comfy, pack)
+    before = _snapshot(model)
+
+    def hook(value, total, preview=None, node_id=None):
+        if value == 3:
+            raise mm.InterruptProcessingException()
+    partial = []
+    set_progress_bar_global_hook(hook)
+    try:
+        with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
+            loop.train_flux_lora(model, examples, loop.TrainSettings(steps=20), on_interrupt=partial.append)
+    finally:
+        set_progress_bar_global_hook(None)
+    assert [p.info["steps"] for p in partial] == [3]
+    _assert_clean(before, _snapshot(model))

@@ -145,33 +145,39 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
             batches = epoch_batches(examples, settings.batch_size, generator)
             progress = comfy.utils.ProgressBar(settings.steps)
             losses, learning_rates = [], []
-            for step in range(settings.steps):
-                if mm.processing_interrupted() and losses and on_interrupt is not None:
-                    on_interrupt(_result(info, settings, examples, lora.comfy_state_dict(), losses, learning_rates, data_info))
-                mm.throw_exception_if_processing_interrupted()
-                if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
-                    mm.load_models_gpu([patcher], memory_required=memory)
-                step_loss = 0.0
-                for _ in range(settings.grad_accumulation):
-                    loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
-                    (loss / settings.grad_accumulation).backward()
-                    step_loss += loss.item() / settings.grad_accumulation
-                if settings.max_grad_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(step_loss)
-                learning_rates.append(lr)
-                preview = None
-                done = step + 1
-                if on_checkpoint is not None and checkpoint_every > 0 and (done % checkpoint_every == 0 or done == settings.steps):
-                    weights = lora.comfy_state_dict()
-                    patcher.eject_model()  # other code sees the plain model (e.g. LoRA key names); re-injected on reload
-                    preview = on_checkpoint(done, weights)
-                progress.update_absolute(done, settings.steps, preview)
-                if on_step is not None:
-                    on_step(step + 1, settings.steps, step_loss, lr)
+            try:
+                for step in range(settings.steps):
+                    mm.throw_exception_if_processing_interrupted()
+                    if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
+                        mm.load_models_gpu([patcher], memory_required=memory)
+                    step_loss = 0.0
+                    for _ in range(settings.grad_accumulation):
+                        loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
+                        (loss / settings.grad_accumulation).backward()
+                        step_loss += loss.item() / settings.grad_accumulation
+                    if settings.max_grad_norm > 0:
+                        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+                    lr = scheduler.get_last_lr()[0]
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.append(step_loss)
+                    learning_rates.append(lr)
+                    preview = None
+                    done = step + 1
+                    if on_checkpoint is not None and checkpoint_every > 0 and (done % checkpoint_every == 0 or done == settings.steps):
+                        weights = lora.comfy_state_dict()
+                        patcher.eject_model()  # other code sees the plain model (e.g. LoRA key names); re-injected on reload
+                        preview = on_checkpoint(done, weights)
+                    progress.update_absolute(done, settings.steps, preview)  # in the server this also raises on Cancel
+                    if on_step is not None:
+                        on_step(done, settings.steps, step_loss, lr)
+            except mm.InterruptProcessingException:
+                # Cancel can arrive at a step start, inside sampling or in the progress hook: keep the finished steps
+                if losses and on_interrupt is not None:
+                    steps_done = len(losses)
+                    on_interrupt(_result(info, settings, examples, lora.comfy_state_dict(), losses[:steps_done],
+                                         learning_rates[:steps_done], data_info))
+                raise
             weights = lora.comfy_state_dict()
     return _result(info, settings, examples, weights, losses, learning_rates, data_info)
