@@ -121,3 +121,24 @@ def test_api_workflow_over_http(server):
     assert result["outputs"]["8"]["checkpoints"] == [2, 4]
     assert result["outputs"]["9"]["text"][0].startswith("Saved flux_lora/http_000004steps_")
     assert result["outputs"]["20"]["images"]
+
+
+def test_chart_survives_a_reload_mid_run(server):
+    url, _ = server
+    api = workflow_swaps.tiny_api(json.loads((WORKFLOWS / "api" / "flux_lora_trainer_captioned_folder.json").read_text()),
+                                  "photos", "flux_lora/midrun")
+    api["8"]["inputs"].update(steps=40, samples=None)
+    del api["8"]["inputs"]["samples"]
+    with browser.browser_page(url) as page:
+        req = urllib.request.Request(f"{url}/prompt", data=json.dumps({"prompt": api}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        prompt_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["prompt_id"]
+        page.wait_for_function("() => (window.__fluxlora.runs.get('8')?.loss.length ?? 0) >= 5", timeout=240000)
+        page.reload()
+        page.wait_for_function("() => window.app && window.app.graph && window.__fluxlora", timeout=120000)
+        page.wait_for_function("() => (window.__fluxlora.runs.get('8')?.loss.length ?? 0) >= 5", timeout=60000)
+        result = _wait_history(url, prompt_id)
+        assert result["status"]["status_str"] == "success", result["status"]
+        page.wait_for_function("() => window.__fluxlora.runs.get('8')?.done === true", timeout=60000)
+        final = page.evaluate("() => window.__fluxlora.runs.get('8').steps")
+        assert final == list(range(1, 41)), final  # rebuilt history + live events after the reload, no gaps or repeats

@@ -103,7 +103,17 @@ async function loadHistory() {
     const all = await res.json();
     for (const [id, h] of Object.entries(all)) {
       const r = run(id);
-      Object.assign(r, { total: h.total, steps: h.steps, loss: h.loss, lr: h.lr, samples: h.samples, done: h.done });
+      // keep live events that arrived while the history was on its way (steps after the history's last)
+      const last = h.steps[h.steps.length - 1] ?? 0;
+      const keep = r.steps.map((s, i) => [s, i]).filter(([s]) => s > last).map(([, i]) => i);
+      const sampleSteps = new Set(h.samples.map((x) => x.step));
+      Object.assign(r, {
+        total: h.total, done: h.done || r.done,
+        steps: h.steps.concat(keep.map((i) => r.steps[i])),
+        loss: h.loss.concat(keep.map((i) => r.loss[i])),
+        lr: h.lr.concat(keep.map((i) => r.lr[i])),
+        samples: h.samples.concat(r.samples.filter((x) => !sampleSteps.has(x.step))),
+      });
     }
     redrawAll();
   } catch (e) {
@@ -118,11 +128,16 @@ app.registerExtension({
     api.addEventListener("fluxlora.progress", ({ detail }) => {
       const r = run(detail.node);
       if (detail.step === 1) Object.assign(r, { steps: [], loss: [], lr: [], samples: [], done: false });
+      else if (detail.step <= (r.steps[r.steps.length - 1] ?? 0)) return; // already known from the history
       r.total = detail.total; r.steps.push(detail.step); r.loss.push(detail.loss); r.lr.push(detail.lr);
       r.it_s = detail.it_s; r.eta_s = detail.eta_s;
       redrawAll();
     });
-    api.addEventListener("fluxlora.samples", ({ detail }) => { run(detail.node).samples.push({ step: detail.step, image: detail.image }); redrawAll(); });
+    api.addEventListener("fluxlora.samples", ({ detail }) => {
+      const r = run(detail.node);
+      if (!r.samples.some((x) => x.step === detail.step)) r.samples.push({ step: detail.step, image: detail.image });
+      redrawAll();
+    });
     api.addEventListener("fluxlora.done", ({ detail }) => { run(detail.node).done = true; redrawAll(); });
     api.addEventListener("reconnected", loadHistory);
     await loadHistory();
