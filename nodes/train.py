@@ -17,9 +17,8 @@ from ..trainer.lora import TARGET_PRESETS, LoraSettings
 from ..trainer.loop import TrainSettings, train_flux_lora
 from ..trainer.optim import OPTIMIZERS, SCHEDULERS
 from ..trainer.plot import loss_curve_image
-from ..trainer.vram import release
-
 from ..trainer.preview import PromptSet, labelled_grid, render
+from ..trainer.vram import release
 from .live import LiveRun, register_routes
 from .types import FLUX_DATASET, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
 
@@ -155,7 +154,7 @@ class FluxLoRATrain(io.ComfyNode):
         encoder = Encoder(model, clip, vae, cache)
         examples = encoder.examples(sources, repeats)
         empty = encoder.text("") if caption_dropout > 0 else None
-        rows, labels, on_checkpoint = [], [], None
+        rows, labels, checkpoints, on_checkpoint = [], [], [], None
         live = LiveRun(cls.hidden.unique_id if cls.hidden is not None else "headless", steps)
         if samples is not None:
             prompt_set = PromptSet(clip, samples, data_info.get("trigger", ""))  # encoded before CLIP leaves VRAM
@@ -163,6 +162,7 @@ class FluxLoRATrain(io.ComfyNode):
             def on_checkpoint(step, weights):
                 rows.append(render(model, vae, prompt_set, weights))
                 labels.append(f"step {step}")
+                checkpoints.append(step)
                 grid = labelled_grid(rows[-1:], labels[-1:])[0]
                 pil = Image.fromarray((grid.numpy() * 255).round().astype("uint8"))
                 live.samples(step, pil)
@@ -172,7 +172,6 @@ class FluxLoRATrain(io.ComfyNode):
                                data_info=data_info, checkpoint_every=samples.every_n_steps if samples else 0,
                                on_checkpoint=on_checkpoint, on_step=live.step)
         live.finish()
-        checkpoints = [int(label.split()[1]) for label in labels]
         with torch.inference_mode(False):
             curve = loss_curve_image(lora.losses, lora.learning_rates, markers=checkpoints)
         sample_grid = labelled_grid(rows, labels) if rows else torch.zeros(1, 64, 64, 3)

@@ -1,6 +1,7 @@
 """Samples during training (TestSampler settings -> FluxLoRATrain) and after it (TestSampler as a node)."""
 import importlib
 import logging
+import math
 
 import torch
 
@@ -60,3 +61,22 @@ def test_samples_in_the_graph(comfy, caplog):
     assert [v for v, _ in previews if v in (2, 4)] == [2, 4]  # the node preview shows samples as soon as they exist
     assert previews[0][1][0] == "JPEG"
     assert out["grid"]["images"] and out["after"]["images"]
+
+
+def test_weights_recreated_in_inference_mode_during_a_checkpoint_stay_trainable(comfy, pack):
+    """Another node may (re)create weights under inference mode while training waits (sampling loads offloaded
+    modules that way on a GPU). Every reload of the training patcher must make them usable for backward again."""
+    import comfy.utils as comfy_utils
+    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
+    model, examples = training_data.model_and_examples(comfy, pack)
+    dm = model.model.diffusion_model
+    name = "double_blocks.0.img_attn.proj.weight"
+
+    def on_checkpoint(step, weights):
+        with torch.inference_mode():
+            comfy_utils.set_attr_param(dm, name, dm.get_parameter(name).detach().clone())
+        assert dm.get_parameter(name).is_inference()
+    with torch.inference_mode():
+        lora = loop.train_flux_lora(model, examples, loop.TrainSettings(steps=4), checkpoint_every=2,
+                                    on_checkpoint=on_checkpoint)
+    assert len(lora.losses) == 4 and all(math.isfinite(v) for v in lora.losses)

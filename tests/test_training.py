@@ -1,5 +1,6 @@
 """Training behaviour: reproducibility, per-sample captions, optimizers/schedules, progress, fp8 models, DoRA, targets."""
 import importlib
+import math
 
 import pytest
 import torch
@@ -178,3 +179,17 @@ def test_node_releases_text_encoder_and_vae(comfy, pack):
     assert loss == {"loss": lora.losses} and len(lora.losses) == 2
     assert curve.ndim == 4 and curve.shape[-1] == 3
     assert len(model_with_lora.patches) == 26 and not model.patches
+
+
+def test_sigma_sampling_shifts(pack):
+    objective = importlib.import_module(f"{pack.__name__}.trainer.objective")
+    draw = lambda method, **kw: objective.sample_sigmas(method, 4096, torch.Generator().manual_seed(0), **kw)
+    base = draw("sigmoid")
+    s = 3.1582
+    torch.testing.assert_close(draw("shift", shift=s), s * base / (1 + (s - 1) * base))
+    # flux_shift at 1024x1024 (4096 packed tokens) is FLUX's own shift exp(1.15) ~ 3.158; smaller images shift less
+    torch.testing.assert_close(draw("flux_shift", image_tokens=4096), draw("shift", shift=math.exp(1.15)))
+    assert draw("flux_shift", image_tokens=1024).mean() < draw("flux_shift", image_tokens=4096).mean()
+    assert base.mean() < draw("shift", shift=s).mean()
+    assert 0 < draw("uniform").min() and draw("uniform").max() < 1
+    assert draw("logit_normal").mean() == pytest.approx(0.5, abs=0.02)

@@ -76,6 +76,13 @@ def _rng_devices(device):
     return [device] if torch.device(device).type == "cuda" else []
 
 
+def load_for_training(patcher, memory_required: int):
+    """(Re)loads the training patcher through ComfyUI. Every load, not only the first: weights that other nodes
+    (re)created under inference mode meanwhile (e.g. sampling loads offloaded modules) must become trainable again."""
+    mm.load_models_gpu([patcher], memory_required=memory_required)
+    materialize_inference_params(patcher.model.diffusion_model, patcher.load_device)
+
+
 @contextmanager
 def training_patcher(model, examples: list, settings: TrainSettings):
     """A loaded training clone of ``model`` with LoRA layers injected and the grad-correct block forward.
@@ -90,13 +97,13 @@ def training_patcher(model, examples: list, settings: TrainSettings):
     try:
         patcher.set_injections(INJECTION_KEY, [lora.injection()])
         install_training_blocks(patcher, settings.gradient_checkpointing)
-        e = examples[0]
+        largest = max(examples, key=lambda e: e.latent.shape[-2] * e.latent.shape[-1] + e.context.shape[0])
         memory = training_memory_estimate(
-            image_tokens=(e.latent.shape[-2] // 2) * (e.latent.shape[-1] // 2), text_tokens=e.context.shape[0],
-            hidden=info.hidden_size, blocks=info.depth + info.depth_single_blocks, batch=settings.batch_size,
-            checkpointing=settings.gradient_checkpointing, trainable_params=sum(p.numel() for p in lora.parameters()))
-        mm.load_models_gpu([patcher], memory_required=memory)
-        materialize_inference_params(patcher.model.diffusion_model, patcher.load_device)
+            image_tokens=(largest.latent.shape[-2] // 2) * (largest.latent.shape[-1] // 2),
+            text_tokens=largest.context.shape[0], hidden=info.hidden_size, blocks=info.depth + info.depth_single_blocks,
+            batch=settings.batch_size, checkpointing=settings.gradient_checkpointing,
+            trainable_params=sum(p.numel() for p in lora.parameters()))
+        load_for_training(patcher, memory)
         lora.requires_grad_(True)
         yield patcher, lora, memory
     finally:
@@ -149,12 +156,13 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                 for step in range(settings.steps):
                     mm.throw_exception_if_processing_interrupted()
                     if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
-                        mm.load_models_gpu([patcher], memory_required=memory)
+                        load_for_training(patcher, memory)
                     step_loss = 0.0
                     for _ in range(settings.grad_accumulation):
                         loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
                         (loss / settings.grad_accumulation).backward()
-                        step_loss += loss.item() / settings.grad_accumulation
+                        step_loss = step_loss + loss.detach() / settings.grad_accumulation
+                    step_loss = float(step_loss)  # one device sync per step, not per micro-batch
                     if settings.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
                     lr = scheduler.get_last_lr()[0]

@@ -7,18 +7,22 @@ import math
 
 import torch
 
+from comfy.model_sampling import flux_time_shift
+
 SIGMA_SAMPLERS = ("sigmoid", "shift", "flux_shift", "logit_normal", "uniform")
 LOSS_WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
 DEFAULT_SHIFT = 3.1582  # = exp(1.15), FLUX.1's shift at 1024x1024 (kohya's recommended discrete_flow_shift)
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
-    """Timestep shift s*t / (1 + (s-1)*t): moves samples towards high noise for s > 1."""
-    return shift * sigmas / (1 + (shift - 1) * sigmas)
+    """Timestep shift s*t / (1 + (s-1)*t), i.e. ComfyUI's flux_time_shift with mu = ln(s): moves samples towards
+    high noise for s > 1 (the same shift ComfyUI samples FLUX with)."""
+    return flux_time_shift(math.log(shift), 1.0, sigmas)
 
 
 def flux_resolution_shift(image_tokens: int, base_shift: float = 0.5, max_shift: float = 1.15) -> float:
-    """FLUX.1's resolution-dependent shift exp(mu), mu linear in the packed token count (256 -> 0.5, 4096 -> 1.15)."""
+    """FLUX.1's resolution-dependent shift exp(mu), mu linear in the packed token count (256 -> 0.5, 4096 -> 1.15),
+    as ComfyUI's ModelSamplingFlux node computes it."""
     mu = base_shift + (image_tokens - 256) * (max_shift - base_shift) / (4096 - 256)
     return math.exp(mu)
 

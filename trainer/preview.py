@@ -70,7 +70,7 @@ def _font(size):
         return ImageFont.load_default()
 
 
-def labelled_grid(rows, labels, prompts=None, max_tile: int = 384) -> torch.Tensor:
+def labelled_grid(rows, labels, max_tile: int = 384) -> torch.Tensor:
     """Stacks rows of images (each (N, H, W, 3)) with a label per row: (1, H, W, 3) float."""
     h, w = rows[0].shape[1:3]
     scale = min(1.0, max_tile / max(h, w))
