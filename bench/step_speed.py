@@ -1,7 +1,7 @@
 """Seconds per training step on the tiny FLUX (CPU): our trainer vs a bare forward+backward+step of the same
 LoRA'd model vs ComfyUI's native TrainLoraNode (same steps / rank / batch). Prints ratios and peak RSS.
 
-    ~/.venvs/comfyui-fluxlora/bin/python bench/step_speed.py [--steps 40] [--rank 16] [--batch 1]
+    COMFYUI_PATH=<ComfyUI> ~/.venvs/comfyui-fluxlora-<version>/bin/python bench/step_speed.py [--steps 40] [--rank 16]
 
 Ours and bare alternate in one process (3 rounds each, median of medians): separate processes differ by more
 than the overhead being measured. The native node runs in its own process. Target: ours <= 1.10x the bare step.
@@ -71,6 +71,17 @@ def run_bare(args, root):
     return times[3:]
 
 
+def native_inputs(model, latents, positive, args, steps):
+    """TrainLoraNode's inputs, from its own schema defaults (they differ between ComfyUI versions: v0.33 added
+    quantized_backward, checkpoint_depth, offloading, bypass_mode) with the settings this bench compares."""
+    from comfy_extras.nodes_train import TrainLoraNode
+    inputs = {i.id: [getattr(i, "default", None)] for i in TrainLoraNode.define_schema().inputs}
+    inputs.update(model=[model], latents=[latents], positive=positive, batch_size=[args.batch], steps=[steps],
+                  learning_rate=[1e-4], rank=[args.rank], optimizer=["AdamW"], loss_function=["MSE"], seed=[0],
+                  training_dtype=["fp32"], lora_dtype=["fp32"], algorithm=["LoRA"], gradient_checkpointing=[True])
+    return inputs
+
+
 def run_native(args, root):
     import torch
     pack, model, examples = _setup(root)
@@ -81,8 +92,7 @@ def run_native(args, root):
     note = ""
 
     def train(steps):
-        return TrainLoraNode.execute([model], [latents], positive, [args.batch], [steps], [1], [1e-4], [args.rank],
-                                     ["AdamW"], ["MSE"], [0], ["fp32"], ["fp32"], ["LoRA"], [True], ["[None]"], [False])
+        return TrainLoraNode.execute(**native_inputs(model, latents, positive, args, steps))
     try:
         train(2)
     except Exception as e:  # v0.8.0: comfy-kitchen's apply_rope has no autograd formula
@@ -140,7 +150,10 @@ def main():
         return child(args.child, args)
     ours_bare, native = _run_child("trainer", args), _run_child("native", args)
     bare = ours_bare["bare"]
-    print(f"tiny FLUX on CPU, {args.steps} steps x {args.rounds} rounds, rank {args.rank}, batch {args.batch}")
+    import comfy_env
+    root = comfy_env.find_comfyui()
+    version = (root / "comfyui_version.py").read_text().split('"')[1]
+    print(f"ComfyUI {version} ({root}); tiny FLUX on CPU, {args.steps} steps x {args.rounds} rounds, rank {args.rank}, batch {args.batch}")
     print(f"  bare    {bare * 1000:8.1f} ms/step  1.00x   (rounds: {[round(v * 1000, 1) for v in ours_bare['rounds']['bare']]})")
     print(f"  ours    {ours_bare['ours'] * 1000:8.1f} ms/step  {ours_bare['ours'] / bare:4.2f}x   "
           f"(rounds: {[round(v * 1000, 1) for v in ours_bare['rounds']['ours']]})  peak RSS {ours_bare['peak_rss_mb']:.0f} MB (ours+bare process)")

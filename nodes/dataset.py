@@ -4,8 +4,13 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..trainer.comfy_features import dataset_roots
 from ..trainer.dataset import CROP_MODES, SMALL_IMAGE_POLICIES, load_folder, preview_grid, report, resolve_folder
 from .types import FLUX_DATASET
+
+
+def _roots():
+    return [folder_paths.get_input_directory(), *dataset_roots()]
 
 
 class DatasetLoader(io.ComfyNode):
@@ -20,7 +25,9 @@ class DatasetLoader(io.ComfyNode):
                         "reported and skipped, never fatal.",
             inputs=[
                 io.String.Input("folder", default="lora_dataset",
-                                tooltip="Absolute path, or a folder inside ComfyUI's input directory."),
+                                tooltip="Absolute path, or the name of a folder in ComfyUI's input directory (or, on "
+                                        "ComfyUI 0.30 and newer, in its datasets directory). A wrong name shows the "
+                                        "folders that are there."),
                 io.Combo.Input("resolution", options=["512", "768", "1024"], default="1024",
                                tooltip="Training resolution. FLUX.1-dev trains best at 1024."),
                 io.Combo.Input("crop", options=list(CROP_MODES), default=CROP_MODES[0],
@@ -45,14 +52,14 @@ class DatasetLoader(io.ComfyNode):
     def fingerprint_inputs(cls, folder, **kwargs):
         # re-read when the folder's files change, even if the inputs did not
         try:
-            path = resolve_folder(folder, folder_paths.get_input_directory())
+            path = resolve_folder(folder, _roots())
         except ValueError:
             return folder
         return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)]
 
     @classmethod
     def execute(cls, folder, resolution, crop, repeats, caption_extension, small_images) -> io.NodeOutput:
-        dataset = load_folder(folder, folder_paths.get_input_directory(), int(resolution), crop, repeats,
+        dataset = load_folder(folder, _roots(), int(resolution), crop, repeats,
                               caption_extension, small_images)
         text = report(dataset)
         grid = preview_grid(dataset)

@@ -1,4 +1,4 @@
-"""The real ComfyUI server (v0.8.0, --cpu) with this pack and the official frontend, driven by headless Chromium
+"""The real ComfyUI server (the ComfyUI under test, --cpu) with this pack and the official frontend, driven by headless Chromium
 through Playwright (Debian's /usr/bin/chromium; nothing is downloaded)."""
 import contextlib
 import os

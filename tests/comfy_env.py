@@ -21,18 +21,20 @@ def find_comfyui() -> Path:
         if (c / "comfy" / "model_patcher.py").is_file() and (c / "execution.py").is_file():
             return c.resolve()
     raise RuntimeError(
-        "ComfyUI not found. The tests run against a real ComfyUI (v0.8.0): set COMFYUI_PATH, put this pack in "
+        "ComfyUI not found. The tests run against a real ComfyUI (v0.8.0 and v0.33.0 are tested): set COMFYUI_PATH, put this pack in "
         "<ComfyUI>/custom_nodes/, or run `bash tests/setup_env.sh`, which installs ComfyUI with comfy-cli into "
         "~/comfy/ComfyUI. Looked in: " + ", ".join(str(c) for c in candidates))
 
 
-def _torchvision_works() -> bool:
-    if importlib.util.find_spec("torchvision") is None:
+def _imports(name: str) -> bool:
+    """Whether the real package imports (it then stays in sys.modules, ahead of any stub)."""
+    if importlib.util.find_spec(name) is None:
         return False
     try:
-        import torchvision  # noqa: F401
+        importlib.import_module(name)
         return True
     except Exception:
+        sys.modules.pop(name, None)
         return False
 
 
@@ -50,8 +52,8 @@ def boot():
     import transformers.utils.import_utils  # noqa: F401
     import diffusers.utils.import_utils  # noqa: F401
     import peft  # noqa: F401
-    if not _torchvision_works():
-        sys.path.insert(0, str(SHIMS))
+    if not all([_imports("torchvision"), _imports("torchaudio")]):
+        sys.path.insert(0, str(SHIMS))  # tests-only stubs for whichever of the two cannot import
     sys.path.insert(0, str(root))
     from comfy.cli_args import args
     args.cpu = True

@@ -39,6 +39,9 @@ def setup(root: Path):
     for kind in ("diffusion_models", "vae", "text_encoders", "loras"):
         (models / kind).mkdir(parents=True, exist_ok=True)
         folder_paths.add_model_folder_path(kind, str(models / kind), is_default=True)
+    if "datasets" in folder_paths.folder_names_and_paths:  # ComfyUI >= 0.30: <ComfyUI>/datasets; use one under root
+        (root / "datasets").mkdir(parents=True, exist_ok=True)
+        folder_paths.add_model_folder_path("datasets", str(root / "datasets"), is_default=True)
     for sub, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory),
                         ("input", folder_paths.set_input_directory), ("user", folder_paths.set_user_directory)):
         (root / sub).mkdir(parents=True, exist_ok=True)
@@ -60,7 +63,7 @@ def run(prompt: dict):
     if not valid[0] or valid[3]:
         raise AssertionError(f"invalid prompt: {valid[1]} {valid[3]}")
     server = FakeServer()
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0})
+    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})  # ram_inactive: v0.33+
     executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=valid[2])
     return executor, server
 

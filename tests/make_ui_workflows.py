@@ -1,7 +1,7 @@
 """Regenerates the drag-and-drop (UI format) workflows from workflows/api/*.json with the real ComfyUI frontend:
 loadApiJson -> notes -> layout -> serialize. Run after changing an API workflow:
 
-    ~/.venvs/comfyui-fluxlora/bin/python tests/make_ui_workflows.py
+    ~/.venvs/comfyui-fluxlora-0.8.0/bin/python tests/make_ui_workflows.py
 """
 import json
 import sys

@@ -36,6 +36,9 @@ class Reference:
         stored weights by name (e.g. with ComfyUI-patched values when patches are applied on the fly)."""
         self.p = {k: v.detach().float() for k, v in diffusion_model.state_dict().items() if ".lora_" not in k}
         self.p = {k.replace(".base_layer.", "."): v for k, v in self.p.items()}
+        # QK-norm weights: '.scale' up to ComfyUI v0.13, '.weight' since v0.14
+        self.p.update({k[:-len(".weight")] + ".scale": v for k, v in self.p.items()
+                       if k.endswith(("query_norm.weight", "key_norm.weight"))})
         self.p.update({k: v.detach().float() for k, v in (weights or {}).items()})
         self.params = diffusion_model.params
         self.lora = lora

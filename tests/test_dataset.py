@@ -59,8 +59,9 @@ def test_bucket_sizes_never_upscale(pack):
 
 def test_missing_or_empty_folder_is_a_clear_error(comfy, pack, tmp_path):
     ds_mod = _dataset_mod(pack)
-    with pytest.raises(ValueError, match="does not exist.*input directory"):
-        ds_mod.load_folder("no_such_folder", str(comfy["root"] / "input"))
+    (comfy["root"] / "input" / "photos_elsewhere").mkdir(exist_ok=True)
+    with pytest.raises(ValueError, match=r"'no_such_folder' does not exist.*looked up in .*input.*photos_elsewhere"):
+        ds_mod.load_folder("no_such_folder", [str(comfy["root"] / "input")])
     (tmp_path / "only_text").mkdir()
     (tmp_path / "only_text" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match="no usable images in .*only_text"):

@@ -1,4 +1,4 @@
-"""The real server (v0.8.0 --cpu) + official frontend in headless Chromium: the bundled UI workflow loads with no
+"""The real server (the ComfyUI under test, --cpu) + official frontend in headless Chromium: the bundled UI workflow loads with no
 missing nodes, equals the API file, runs with tiny models, and the node shows the live loss chart and checkpoint
 samples (also after a page reload). The API workflow is queued over HTTP and checked in /history."""
 import json

@@ -1,5 +1,6 @@
 """LoRA gradients of one training step equal those of an independent out-of-place float32 reference
 forward, with and without gradient checkpointing (relative error <= 1e-4)."""
+import contextlib
 import importlib
 
 import pytest
@@ -22,8 +23,18 @@ def _stacked_lora_model(model):
     return comfy.sd.load_lora_for_models(model, None, sd, 1.0, 0)[0]
 
 
-@pytest.mark.parametrize("checkpointing,stacked", [(True, False), (False, False), (True, True)])
-def test_lora_gradients_match_reference(comfy, pack, checkpointing, stacked, monkeypatch):
+def _cases():
+    """(checkpointing, stacked user LoRA, ComfyUI's in_training flag set). The flag exists from ComfyUI v0.14 on and
+    switches Flux RoPE from comfy-kitchen's kernel to pure torch: both paths are checked where both exist."""
+    import comfy.model_management as mm
+    cases = [(True, False, False), (False, False, False), (True, True, False)]
+    if hasattr(mm, "in_training"):
+        cases.append((True, False, True))
+    return cases
+
+
+@pytest.mark.parametrize("checkpointing,stacked,training_mode", _cases())
+def test_lora_gradients_match_reference(comfy, pack, checkpointing, stacked, training_mode, monkeypatch):
     from comfy.lora import calculate_weight
     loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
     objective = importlib.import_module(f"{pack.__name__}.trainer.objective")
@@ -50,8 +61,10 @@ def test_lora_gradients_match_reference(comfy, pack, checkpointing, stacked, mon
             if stacked:
                 layer = patcher.model.diffusion_model.get_submodule("double_blocks.0.img_attn.qkv.base_layer")
                 assert layer.comfy_cast_weights and len(layer.weight_function) == 1  # LoRA applied on the fly
-            loss = loop.batch_loss(patcher, examples, [0, 1], settings, torch.Generator().manual_seed(7), "cpu")
-            loss.backward()
+            features = importlib.import_module(f"{pack.__name__}.trainer.comfy_features")
+            with features.comfy_training_mode() if training_mode else contextlib.nullcontext():
+                loss = loop.batch_loss(patcher, examples, [0, 1], settings, torch.Generator().manual_seed(7), "cpu")
+                loss.backward()
             frozen = [(n, p) for n, p in patcher.model.diffusion_model.named_parameters() if ".lora_" not in n]
             assert frozen and all(not p.requires_grad and p.grad is None for _, p in frozen)  # no full-size weight gradients
             ours = {n: (lora.layers[n].lora_A["default"].weight.grad.clone(), lora.layers[n].lora_B["default"].weight.grad.clone())

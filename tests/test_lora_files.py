@@ -104,3 +104,20 @@ def test_diffusers_file_loads_in_diffusers_pipeline(comfy, pack, trained, tmp_pa
                            json.dumps(cfg)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "DIFFUSERS-OK" in proc.stdout
+
+
+def test_diffusers_file_names_each_diffusers_module_once(comfy, pack, trained):
+    """Exactly the modules of diffusers' FluxTransformer2DModel, no aliases: ComfyUI v0.33's map also lists Flux 2 /
+    LyCORIS names for the same FLUX.1 weights (attn.to_qkv_mlp_proj, attn.to_out, ff.linear_in), which would apply
+    those layers twice."""
+    path = _save(pack, comfy, trained, "diffusers", prefix="formats/diffusers_names")
+    with safe_open(str(path), "pt") as f:
+        modules = {k.rsplit(".lora_", 1)[0] for k in f.keys()}
+        assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in f.keys())
+    double = ["attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj",
+              "attn.to_out.0", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+              "ff_context.net.2", "norm1.linear", "norm1_context.linear"]
+    single = ["attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out", "norm.linear"]
+    expected = {f"transformer.transformer_blocks.{i}.{m}" for i in range(2) for m in double}
+    expected |= {f"transformer.single_transformer_blocks.{i}.{m}" for i in range(2) for m in single}
+    assert modules == expected

@@ -115,7 +115,8 @@ def install_loader_shims():
         cfg = original_detect(state_dict, key_prefix, metadata=metadata)
         w = state_dict.get(f"{key_prefix}img_in.weight")
         if cfg and cfg.get("image_model") == "flux" and w is not None and w.shape[0] != 3072:
-            head = state_dict[f"{key_prefix}double_blocks.0.img_attn.norm.key_norm.scale"].shape[0]
+            norm = f"{key_prefix}double_blocks.0.img_attn.norm.key_norm"  # '.scale' up to v0.13, '.weight' since v0.14
+            head = state_dict.get(f"{norm}.weight", state_dict.get(f"{norm}.scale")).shape[0]
             side = (head * 7 // 16) // 2 * 2
             cfg.update(num_heads=w.shape[0] // head, axes_dim=[head - 2 * side, side, side],
                        mlp_ratio=state_dict[f"{key_prefix}double_blocks.0.img_mlp.0.weight"].shape[0] / w.shape[0])

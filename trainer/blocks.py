@@ -18,10 +18,14 @@ import functools
 import torch
 from torch.utils.checkpoint import checkpoint
 
+import comfy.ldm.flux.layers as flux_layers
 import comfy.ldm.flux.math as flux_math
-from comfy.ldm.flux.layers import apply_mod
 
+from .comfy_features import foreign_attention_patches
 from .rope import apply_rope
+
+# ComfyUI's modulation helper; if a ComfyUI release drops it, the pack still loads and training explains why it stops
+apply_mod = getattr(flux_layers, "apply_mod", None)
 
 
 class BlockMismatch(RuntimeError):
@@ -122,11 +126,20 @@ class _BlockPatch:
 def install_training_blocks(patcher, checkpointing: bool, verify: bool = True):
     """Routes every double/single block of ``patcher`` (a training clone) through the forwards above."""
     dm = patcher.model.diffusion_model
+    if apply_mod is None:
+        raise BlockMismatch("This ComfyUI no longer has comfy.ldm.flux.layers.apply_mod, which the training forward of "
+                            "the Flux blocks uses (ComfyUI's Flux code changed). Please update ComfyUI-FluxLoRA.")
     existing = patcher.model_options.get("transformer_options", {}).get("patches_replace", {}).get("dit", {})
     if existing:
         raise ValueError(
             "The MODEL carries Flux block replacement patches from another node "
             f"({len(existing)} blocks patched). Connect the plain Flux MODEL to FluxLoRATrain.")
+    attention = foreign_attention_patches(patcher.model_options)
+    if attention:
+        raise ValueError(
+            f"The MODEL carries attention patches from another node ({'; '.join(attention)}). Flux LoRA Train would "
+            "train without them and the LoRA would not match that node's model: connect the plain Flux MODEL (remove the "
+            "node that adds them between the model loader and Flux LoRA Train).")
     for block in list(dm.double_blocks) + list(dm.single_blocks):
         if getattr(block, "flipped_img_txt", False) or not getattr(block, "modulation", True):
             raise ValueError("Unsupported Flux block layout (flipped or externally modulated blocks).")

@@ -57,18 +57,30 @@ class FluxDataset:
         return [im.caption for im in self.images]
 
 
-def resolve_folder(folder: str, input_dir: str) -> Path:
+def _subfolders(root: Path, limit: int = 12) -> list:
+    try:
+        names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+    except OSError:
+        return []
+    return names[:limit] + (["..."] if len(names) > limit else [])
+
+
+def resolve_folder(folder: str, roots) -> Path:
+    """An absolute folder, or a folder name looked up in ``roots`` in order (ComfyUI's input directory, then its
+    datasets folders where that ComfyUI has them). A missing folder is an error that lists what each root holds."""
+    roots = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots) if r]
+    where = " or ".join(str(r) for r in roots) or "(no folders configured)"
     text = (folder or "").strip().strip('"')
     if not text:
-        raise ValueError("DatasetLoader: no folder given. Enter an absolute path, or a folder inside ComfyUI's input "
-                         f"directory ({input_dir}).")
+        raise ValueError(f"DatasetLoader: no folder given. Enter an absolute path, or the name of a folder in {where}.")
     path = Path(os.path.expanduser(text))
-    if not path.is_absolute():
-        path = Path(input_dir) / path
-    if not path.is_dir():
-        raise ValueError(f"DatasetLoader: the folder '{path}' does not exist (relative folders are looked up in "
-                         f"ComfyUI's input directory, {input_dir}).")
-    return path
+    candidates = [path] if path.is_absolute() else [r / path for r in roots]
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+    listing = "; ".join(f"{r}: {', '.join(_subfolders(r)) or 'no folders'}" for r in roots)
+    raise ValueError(f"DatasetLoader: the folder '{text}' does not exist (folder names are looked up in {where}). "
+                     f"Folders there - {listing}.")
 
 
 def bucket_size(width: int, height: int, resolution: int):
@@ -100,14 +112,14 @@ def _open_rgb(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_folder(folder: str, input_dir: str, resolution: int = 1024, crop: str = CROP_MODES[0], repeats: int = 1,
+def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MODES[0], repeats: int = 1,
                 caption_extension: str = ".txt", small_images: str = "skip") -> FluxDataset:
     """Reads every image of ``folder`` (not recursive). Bad files never raise: they are reported and skipped."""
     if crop not in CROP_MODES:
         raise ValueError(f"Unknown crop mode '{crop}'; choose one of {CROP_MODES}.")
     if small_images not in SMALL_IMAGE_POLICIES:
         raise ValueError(f"Unknown small-image policy '{small_images}'; choose one of {SMALL_IMAGE_POLICIES}.")
-    path = resolve_folder(folder, input_dir)
+    path = resolve_folder(folder, roots)
     ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
     images, problems, notes, seen = [], [], [], {}
     files = sorted(p for p in path.iterdir() if p.is_file())

@@ -31,18 +31,43 @@ def kohya_state_dict(weights: dict) -> dict:
     return out
 
 
+# The module names of diffusers' FluxTransformer2DModel. ComfyUI's flux_to_diffusers map also lists aliases of other
+# formats that point at the same FLUX.1 weights (v0.33: Flux 2's 'attn.to_qkv_mlp_proj' and 'attn.to_out' for
+# linear1/linear2, LyCORIS' 'ff.linear_in/out'); writing those too would apply a layer's delta twice.
+DIFFUSERS_DOUBLE_BLOCK = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj",
+                          "attn.to_out.0", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
+                          "ff_context.net.2", "norm1.linear", "norm1_context.linear")
+DIFFUSERS_SINGLE_BLOCK = ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp", "proj_out", "norm.linear")
+
+
+def _is_diffusers_flux1_module(name: str) -> bool:
+    block, _, rest = name.partition(".")
+    if block == "transformer_blocks":
+        return rest.partition(".")[2] in DIFFUSERS_DOUBLE_BLOCK
+    if block == "single_transformer_blocks":
+        return rest.partition(".")[2] in DIFFUSERS_SINGLE_BLOCK
+    return False
+
+
+def diffusers_parts(unet_config: dict) -> dict:
+    """ComfyUI layer key -> [(diffusers module, rows or None)], from ComfyUI's own diffusers<->Flux map, restricted
+    to the names diffusers' FLUX.1 transformer has."""
+    parts = {}
+    for diffusers_key, target in comfy.utils.flux_to_diffusers(unet_config, output_prefix=PREFIX).items():
+        if not diffusers_key.endswith(".weight") or not _is_diffusers_flux1_module(diffusers_key[:-len(".weight")]):
+            continue
+        comfy_key, rows = (target, None) if isinstance(target, str) else (target[0], target[1])
+        parts.setdefault(comfy_key, []).append((diffusers_key[:-len(".weight")], rows))
+    return parts
+
+
 def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
     """PEFT keys (``transformer.transformer_blocks.0.attn.to_q.lora_A.weight`` ...), using ComfyUI's own
     diffusers<->Flux map. Fused layers are split: each part gets a copy of ``lora_A`` and its rows of
     ``lora_B``. The alpha/rank scale is folded into ``lora_B`` (diffusers and ComfyUI then use scale 1)."""
     if any(k.endswith(".dora_scale") for k in weights):
         raise ValueError("DoRA LoRAs can be saved in the 'kohya' format only.")
-    by_comfy_key = {}
-    for diffusers_key, target in comfy.utils.flux_to_diffusers(unet_config, output_prefix=PREFIX).items():
-        if not diffusers_key.endswith(".weight"):
-            continue
-        comfy_key, rows = (target, None) if isinstance(target, str) else (target[0], target[1])
-        by_comfy_key.setdefault(comfy_key, []).append((diffusers_key[:-len(".weight")], rows))
+    by_comfy_key = diffusers_parts(unet_config)
     out = {}
     for module in _modules(weights):
         up = weights[f"{PREFIX}{module}.lora_up.weight"]
@@ -52,6 +77,11 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
         parts = by_comfy_key.get(f"{PREFIX}{module}.weight")
         if not parts:
             raise ValueError(f"Layer {module} has no diffusers equivalent; save in 'kohya' format.")
+        spans = sorted((0, up.shape[0]) if rows is None else (rows[1], rows[1] + rows[2]) for _, rows in parts)
+        ends = [0] + [end for _, end in spans]
+        if [start for start, _ in spans] != ends[:-1] or ends[-1] != up.shape[0]:  # each row exactly once
+            raise ValueError(f"ComfyUI's diffusers map does not split layer {module} into disjoint parts ({parts}); "
+                             "save in 'kohya' format.")
         for name, rows in parts:
             b = up if rows is None else up.narrow(rows[0], rows[1], rows[2])
             out[f"transformer.{name}.lora_A.weight"] = down.clone()

@@ -9,6 +9,7 @@ import comfy.utils
 
 from . import objective
 from .blocks import install_training_blocks
+from .comfy_features import comfy_training_mode
 from .examples import collate, epoch_batches
 from .flux_model import flux_info
 from .lora import INJECTION_KEY, FluxLoRA, LoraSettings
@@ -158,10 +159,11 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                     if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
                         load_for_training(patcher, memory)
                     step_loss = 0.0
-                    for _ in range(settings.grad_accumulation):
-                        loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
-                        (loss / settings.grad_accumulation).backward()
-                        step_loss = step_loss + loss.detach() / settings.grad_accumulation
+                    with comfy_training_mode():  # forward and backward (with its recompute) take the same code paths
+                        for _ in range(settings.grad_accumulation):
+                            loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
+                            (loss / settings.grad_accumulation).backward()
+                            step_loss = step_loss + loss.detach() / settings.grad_accumulation
                     step_loss = float(step_loss)  # one device sync per step, not per micro-batch
                     if settings.max_grad_norm > 0:
                         torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)

@@ -1,0 +1,48 @@
+"""What the running ComfyUI offers, found by looking for the feature (never by comparing version strings).
+
+Tested against ComfyUI v0.8.0 and v0.33.0. Each helper says which ComfyUI change it absorbs.
+"""
+from contextlib import contextmanager
+
+import comfy.model_management as mm
+
+# Per-block attention hooks (ComfyUI >= 0.17 calls them inside both Flux block types). The training forward does not
+# run them, so a MODEL carrying them is refused rather than trained as a different model.
+BLOCK_ATTENTION_PATCHES = ("attn1_patch", "attn1_output_patch")
+
+
+@contextmanager
+def comfy_training_mode():
+    """Sets ``comfy.model_management.in_training`` (ComfyUI >= 0.14) while the training forward and backward run, as
+    ComfyUI's own trainer does: ComfyUI then takes its differentiable code paths (e.g. Flux RoPE in pure torch instead
+    of comfy-kitchen's kernel). Restored on exit, so sampling (checkpoint previews, other nodes) uses the fast paths.
+    Older ComfyUI has no such flag; nothing is set there."""
+    if not hasattr(mm, "in_training"):
+        yield
+        return
+    previous = mm.in_training
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        mm.in_training = previous
+
+
+def foreign_attention_patches(model_options: dict) -> list:
+    """Descriptions of the per-block attention patches in a MODEL's options, e.g. ['attn1_patch from pack.module.Fn']."""
+    patches = (model_options.get("transformer_options") or {}).get("patches") or {}
+    found = []
+    for kind in BLOCK_ATTENTION_PATCHES:
+        for patch in patches.get(kind) or ():
+            owner = patch if isinstance(patch, type) else type(patch)
+            name = getattr(patch, "__qualname__", None) or owner.__qualname__
+            found.append(f"{kind} from {getattr(patch, '__module__', None) or owner.__module__}.{name}")
+    return found
+
+
+def dataset_roots() -> list:
+    """The ``datasets`` model folders (ComfyUI >= 0.30 registers ``<ComfyUI>/datasets``); empty where there are none."""
+    import folder_paths
+    if "datasets" not in folder_paths.folder_names_and_paths:
+        return []
+    return list(folder_paths.get_folder_paths("datasets"))
