@@ -17,41 +17,43 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 
 
 def _setup(root):
+    """ComfyUI booted with the tiny models and the pack loaded; returns (trainer module getter, model, examples)."""
+    import importlib
+
     import comfy_env
+    comfy_env.boot()
     import harness
     import training_data
     state = harness.setup(Path(root))
-    pack = comfy_env.import_pack(Path(root))
-    model, examples = training_data.model_and_examples(state, pack)
-    return pack, model, examples
+    pack = harness.loaded_pack()
+    model, examples = training_data.model_and_examples(state)
+    return (lambda name: importlib.import_module(f"{pack.__name__}.trainer.{name}")), model, examples
 
 
 def run_ours(args, root):
-    import importlib
     import torch
-    pack, model, examples = _setup(root)
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    lora_mod = importlib.import_module(f"{pack.__name__}.trainer.lora")
+    trainer, model, examples = _setup(root)
     stamps = []
-    settings = loop.TrainSettings(steps=args.steps, learning_rate=1e-4, batch_size=args.batch,
-                                  lora=lora_mod.LoraSettings(rank=args.rank, alpha=args.rank))
+
+    class Stamps(trainer("loop").TrainingHooks):
+        def on_step(self, *a):
+            stamps.append(time.perf_counter())
+    settings = trainer("settings").TrainSettings(steps=args.steps, learning_rate=1e-4, batch_size=args.batch,
+                                                 rank=args.rank, caption_dropout=0.0)
     with torch.inference_mode():
-        loop.train_flux_lora(model, examples, settings, on_step=lambda *a: stamps.append(time.perf_counter()))
+        trainer("loop").train_flux_lora(model, examples, settings, Stamps())
     return [b - a for a, b in zip(stamps[2:], stamps[3:])]
 
 
 def run_bare(args, root):
-    import importlib
     import torch
-    pack, model, examples = _setup(root)
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    lora_mod = importlib.import_module(f"{pack.__name__}.trainer.lora")
-    predict = importlib.import_module(f"{pack.__name__}.trainer.predict").predict_velocity
-    settings = loop.TrainSettings(batch_size=args.batch, lora=lora_mod.LoraSettings(rank=args.rank, alpha=args.rank))
+    trainer, model, examples = _setup(root)
+    loop, predict = trainer("loop"), trainer("predict").predict_velocity
+    settings = trainer("settings").TrainSettings(batch_size=args.batch, rank=args.rank)
     times = []
     with torch.inference_mode(False), loop.training_patcher(model, examples, settings) as (patcher, lora, _):
         opt = torch.optim.AdamW(lora.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -84,7 +86,7 @@ def native_inputs(model, latents, positive, args, steps):
 
 def run_native(args, root):
     import torch
-    pack, model, examples = _setup(root)
+    _, model, examples = _setup(root)
     import comfy.ldm.flux.math as flux_math
     from comfy_extras.nodes_train import TrainLoraNode
     latents = {"samples": torch.stack([e.latent for e in examples]) / 0.3611 + 0.1159}  # raw VAE latents

@@ -1,23 +1,13 @@
 """AutoCaption node."""
-import os
 from pathlib import Path
 
-import comfy.model_management as mm
-import comfy.utils
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..trainer.caption import (CAPTION_MODES, DEFAULT_QWEN_PROMPT, FLORENCE_TASKS, Captioner, available, locate,
-                               merge_caption, needs_caption, write_sidecar)
+from ..trainer.caption import (CAPTION_MODES, DEFAULT_QWEN_PROMPT, FLORENCE_TASKS, available, caption_dataset, locate,
+                               needs_caption, write_sidecar)
 from ..trainer.dataset import report
 from .types import FLUX_DATASET
-
-if "captioners" not in folder_paths.folder_names_and_paths:  # models/captioners/<model folder>
-    folder_paths.folder_names_and_paths["captioners"] = ([os.path.join(folder_paths.models_dir, "captioners")], set())
-
-
-def _folder_bytes(path: Path) -> int:
-    return sum(f.stat().st_size for f in path.rglob("*.safetensors"))
 
 
 class AutoCaption(io.ComfyNode):
@@ -55,35 +45,17 @@ class AutoCaption(io.ComfyNode):
     @classmethod
     def execute(cls, dataset, model, mode, florence_task, qwen_prompt, batch_size, max_new_tokens,
                 write_sidecars) -> io.NodeOutput:
-        todo = [i for i, im in enumerate(dataset.images) if needs_caption(im.caption, mode)]
-        generated = {}
-        if todo:
+        path = None
+        if any(needs_caption(im.caption, mode) for im in dataset.images):
             path = locate(model, folder_paths.get_folder_paths("captioners"))
-            device = mm.get_torch_device()
-            mm.free_memory(_folder_bytes(path) * 1.3 + 1024 ** 3, device)  # make room: unload other models if needed
-            progress = comfy.utils.ProgressBar(len(todo))
-            with Captioner(path, device) as captioner:
-                for start in range(0, len(todo), batch_size):
-                    mm.throw_exception_if_processing_interrupted()
-                    batch = todo[start:start + batch_size]
-                    texts = captioner.caption([dataset.images[i].pixels for i in batch], florence_task, qwen_prompt,
-                                              max_new_tokens)
-                    generated.update(zip(batch, texts))
-                    progress.update(len(batch))
-            mm.soft_empty_cache()
-        images, lines = [], []
-        for i, im in enumerate(dataset.images):
-            if i not in generated:
-                images.append(im)
-                continue
-            caption, _ = merge_caption(im.caption, generated[i], mode)
-            source = "auto" if not im.caption or mode == "overwrite" else im.caption_source + "+auto"
-            images.append(type(im)(im.name, im.sha256, im.pixels, caption, source))
-            lines.append(f"{im.name}: {caption}")
+        out, generated = caption_dataset(dataset, path, mode, florence_task, qwen_prompt, batch_size, max_new_tokens)
+        lines = []
+        for i in sorted(generated):
+            im = out.images[i]
+            lines.append(f"{im.name}: {im.caption}")
             if write_sidecars:
                 lines.append("  sidecar " + write_sidecar(Path(dataset.folder) / im.name, dataset.caption_extension,
-                                                          caption, overwrite=mode == "overwrite"))
-        out = dataset.with_images(images)
+                                                          im.caption, overwrite=mode == "overwrite"))
         text = f"captioned {len(generated)} of {len(dataset.images)} images with {model} ({mode})\n" + "\n".join(lines)
         text += "\n\n" + report(out)
         return io.NodeOutput(out, text, ui=ui.PreviewText(text))

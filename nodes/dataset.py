@@ -34,7 +34,6 @@ class DatasetLoader(io.ComfyNode):
                                tooltip="center square 1:1: resize + center crop to resolution x resolution. aspect buckets: "
                                        "keep each photo's aspect (sides in steps of 64, about resolution^2 pixels, "
                                        "downscaled only)."),
-                io.Int.Input("repeats", default=1, min=1, max=100, tooltip="How often each image appears per epoch."),
                 io.String.Input("caption_extension", default=".txt",
                                 tooltip="Caption files share the image's name with this extension (photo1.png -> photo1.txt)."),
                 io.Combo.Input("small_images", options=list(SMALL_IMAGE_POLICIES), default="skip",
@@ -58,9 +57,8 @@ class DatasetLoader(io.ComfyNode):
         return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)]
 
     @classmethod
-    def execute(cls, folder, resolution, crop, repeats, caption_extension, small_images) -> io.NodeOutput:
-        dataset = load_folder(folder, _roots(), int(resolution), crop, repeats,
-                              caption_extension, small_images)
+    def execute(cls, folder, resolution, crop, caption_extension, small_images) -> io.NodeOutput:
+        dataset = load_folder(folder, _roots(), int(resolution), crop, caption_extension, small_images)
         text = report(dataset)
         grid = preview_grid(dataset)
         return io.NodeOutput(dataset, grid, text, ui=ui.PreviewText(text))

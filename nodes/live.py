@@ -1,16 +1,20 @@
-"""Live training progress for the web UI: websocket events + a history route, so a reloaded page rebuilds the chart.
+"""Live training progress for the web UI: websocket events + history and presets routes, so a reloaded page rebuilds
+the chart and picking a preset fills the node's widgets.
 
 Events (``PromptServer.send_sync``): ``fluxlora.progress`` {node, step, total, loss, lr, it_s, eta_s} after each
-step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint. GET
-``/fluxlora/history`` returns everything sent so far per node. Headless runs (no server) simply skip the events.
+step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint, ``fluxlora.done``
+{node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
+settings. Headless runs (no server) simply skip the events.
 """
 import os
 import time
 
 import folder_paths
-from PIL import Image
 
-HISTORY = {}  # node id -> {"total", "steps", "loss", "lr", "samples", "started", "done"}
+from ..trainer.run import RunHooks
+from ..trainer.settings import PRESETS, TrainSettings
+
+HISTORY = {}  # node id -> {"total", "steps", "loss", "lr", "samples", "done"}
 MAX_NODES = 16
 
 
@@ -28,7 +32,7 @@ def _send(event, data):
         instance.send_sync(event, data, getattr(instance, "client_id", None))
 
 
-class LiveRun:
+class LiveRun(RunHooks):
     """One training node's run: records and broadcasts steps and checkpoint samples."""
 
     def __init__(self, node_id, total: int):
@@ -38,7 +42,7 @@ class LiveRun:
             HISTORY.pop(next(iter(HISTORY)))
         HISTORY[self.node] = {"total": total, "steps": [], "loss": [], "lr": [], "samples": [], "done": False}
 
-    def step(self, step, total, loss, lr):
+    def on_step(self, step, total, loss, lr):
         h = HISTORY[self.node]
         h["steps"].append(step)
         h["loss"].append(float(loss))
@@ -48,11 +52,11 @@ class LiveRun:
         _send("fluxlora.progress", {"node": self.node, "step": step, "total": total, "loss": float(loss), "lr": float(lr),
                                     "it_s": it_s, "eta_s": (total - step) / it_s if it_s > 0 else None})
 
-    def samples(self, step, grid_pil: Image.Image):
+    def on_samples(self, step, grid):
         folder = folder_paths.get_temp_directory()
         os.makedirs(folder, exist_ok=True)
         name = f"fluxlora_{self.node.replace(':', '_')}_{int(self.t0 * 1000)}_{step:06d}.png"
-        grid_pil.save(os.path.join(folder, name))
+        grid.save(os.path.join(folder, name))
         image = {"filename": name, "subfolder": "", "type": "temp"}
         HISTORY[self.node]["samples"].append({"step": step, "image": image})
         _send("fluxlora.samples", {"node": self.node, "step": step, "image": image})
@@ -62,7 +66,12 @@ class LiveRun:
         _send("fluxlora.done", {"node": self.node})
 
 
+def presets_json() -> dict:
+    return {name: TrainSettings.from_preset(name).as_dict() for name in PRESETS}
+
+
 def register_routes():
+    """Adds the routes to ComfyUI's server (once; nothing without a server)."""
     instance = _server()
     if instance is None or getattr(register_routes, "done", False):
         return
@@ -72,4 +81,8 @@ def register_routes():
     async def history(request):
         node = request.rel_url.query.get("node")
         return web.json_response(HISTORY.get(node, {}) if node else HISTORY)
+
+    @instance.routes.get("/fluxlora/presets")
+    async def presets(request):
+        return web.json_response(presets_json())
     register_routes.done = True

@@ -2,7 +2,8 @@
 import torch
 from comfy_api.latest import io, ui
 
-from ..trainer.preview import PromptSet, SampleSettings, labelled_grid, parse_prompts, render
+from ..trainer.result import TrainedLoRA
+from ..trainer.sampling import PromptSet, SampleSettings, labelled_grid, parse_prompts, render
 from .types import FLUX_SAMPLE_SETTINGS, LORA_MODEL
 
 DEFAULT_PROMPTS = "{trigger}, a portrait photo, soft window light\n{trigger} in a forest at golden hour, cinematic"
@@ -23,7 +24,7 @@ class TestSampler(io.ComfyNode):
                 io.String.Input("prompts", multiline=True, default=DEFAULT_PROMPTS,
                                 tooltip="One prompt per line; {trigger} is replaced by the trigger word."),
                 io.String.Input("trigger", default="", tooltip="Trigger word for {trigger} (connect Trigger Word's output). "
-                                                                "Empty: the trained dataset's trigger, if any."),
+                                                                "Empty: the trained dataset's trigger, if any (also during training)."),
                 io.Int.Input("width", default=1024, min=256, max=2048, step=64, tooltip="Sample width."),
                 io.Int.Input("height", default=1024, min=256, max=2048, step=64, tooltip="Sample height."),
                 io.Int.Input("steps", default=20, min=1, max=100, tooltip="Euler steps per sample."),
@@ -41,7 +42,7 @@ class TestSampler(io.ComfyNode):
                 LORA_MODEL.Input("lora", optional=True, tooltip="Applied to the model as a normal LoRA patch before rendering."),
             ],
             outputs=[
-                FLUX_SAMPLE_SETTINGS.Output("settings", tooltip="Connect to Flux LoRA Train's 'samples' input."),
+                FLUX_SAMPLE_SETTINGS.Output("settings", tooltip="Connect to Flux LoRA Train's 'sample_settings' input."),
                 io.Image.Output("images", tooltip="Grid of the rendered prompts, labelled with the LoRA's step count."),
             ],
         )
@@ -54,8 +55,8 @@ class TestSampler(io.ComfyNode):
             if any(x is not None for x in (model, clip, vae, lora)):
                 raise ValueError("TestSampler: to render now connect model, clip and vae (lora is optional).")
             return io.NodeOutput(settings, torch.zeros(1, 64, 64, 3))
-        word = settings.trigger or getattr(lora, "info", {}).get("trigger", "")
-        images = render(model, vae, PromptSet(clip, settings, word), lora)
-        label = f"step {lora.info['steps']}" if hasattr(lora, "info") else ("LoRA" if lora is not None else "model")
+        trained = isinstance(lora, TrainedLoRA)
+        images = render(model, vae, PromptSet(clip, settings, lora.info.trigger if trained else ""), lora)
+        label = f"step {lora.info.steps_done}" if trained else ("LoRA" if lora is not None else "model")
         grid = labelled_grid([images], [label])
         return io.NodeOutput(settings, grid, ui=ui.PreviewImage(grid, cls=cls))

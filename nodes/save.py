@@ -1,11 +1,8 @@
 """SaveLoRA node: writes the trained LoRA into ComfyUI's loras folder."""
-import os
-
-import folder_paths
 from comfy_api.latest import io, ui
 
-from ..trainer.export import FORMATS, PRECISIONS, lora_file_bytes, write_new_file
-
+from ..trainer.export import FORMATS, PRECISIONS, save_to_loras
+from ..trainer.result import TrainedLoRA
 from .types import LORA_MODEL
 
 
@@ -38,13 +35,8 @@ class SaveLoRA(io.ComfyNode):
 
     @classmethod
     def execute(cls, lora, filename_prefix, format, precision, trigger_word="") -> io.NodeOutput:
-        if not hasattr(lora, "info"):
+        if not isinstance(lora, TrainedLoRA):
             raise ValueError("This LORA_MODEL was not made by 'Flux LoRA Train' (it has no training information); "
                              "use ComfyUI's own 'Save LoRA Weights' node for it.")
-        folder = folder_paths.get_folder_paths("loras")[0]
-        title = os.path.basename(filename_prefix.strip().replace("\\", "/"))
-        data = lora_file_bytes(lora, format, precision, trigger_word.strip(), title=title)
-        path = write_new_file(folder, filename_prefix, int(lora.info["steps"]), data)
-        folder_paths.filename_list_cache.pop("loras", None)
-        name = os.path.relpath(path, folder).replace(os.sep, "/")
-        return io.NodeOutput(name, ui=ui.PreviewText(f"Saved {name}\n({format}, {precision}, {len(data) / 1e6:.1f} MB)"))
+        name, size = save_to_loras(lora, filename_prefix, format, precision, trigger_word.strip())
+        return io.NodeOutput(name, ui=ui.PreviewText(f"Saved {name}\n({format}, {precision}, {size / 1e6:.1f} MB)"))

@@ -1,4 +1,6 @@
 """TriggerWord node."""
+from dataclasses import replace
+
 from comfy_api.latest import io, ui
 
 from ..trainer.dataset import report
@@ -34,10 +36,7 @@ class TriggerWord(io.ComfyNode):
         trigger = trigger.strip()
         if not trigger:
             raise ValueError("TriggerWord: enter a trigger word (a unique made-up word such as 'mytoken_artstyle').")
-        images = []
-        for im in dataset.images:
-            caption = apply_trigger(im.caption, trigger, mode)
-            images.append(type(im)(im.name, im.sha256, im.pixels, caption, im.caption_source))
+        images = [replace(im, caption=apply_trigger(im.caption, trigger, mode)) for im in dataset.images]
         clip_tokens, t5_tokens = token_split(trigger)
         warnings = trigger_warnings(trigger)
         notes = dataset.notes + (f"trigger '{trigger}': CLIP-L {len(clip_tokens)} tokens {clip_tokens}, "

@@ -4,4 +4,5 @@ from comfy_api.latest import io
 LORA_MODEL = io.Custom("LORA_MODEL")      # ComfyUI's own LoRA-weights type: also works with 'Load LoRA Model'
 LOSS_MAP = io.Custom("LOSS_MAP")          # ComfyUI's own loss-history type: also works with 'Plot Loss Graph'
 FLUX_DATASET = io.Custom("FLUX_DATASET")  # trainer.dataset.FluxDataset
-FLUX_SAMPLE_SETTINGS = io.Custom("FLUX_SAMPLE_SETTINGS")  # trainer.preview.SampleSettings
+FLUX_SAMPLE_SETTINGS = io.Custom("FLUX_SAMPLE_SETTINGS")  # trainer.sampling.SampleSettings
+FLUX_LORA_ADVANCED = io.Custom("FLUX_LORA_ADVANCED")      # {setting name: value} that replace the preset's values

@@ -1,9 +1,12 @@
+"""Shared fixtures. Test folders: unit/ (no model), core/ (the trainer on tiny models), graph/ (ComfyUI's executor),
+browser/ (the real server + frontend in headless Chromium; marker 'browser'). Helpers live in support/."""
+import importlib
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 import comfy_env  # noqa: E402
 
 comfy_env.boot()  # the real ComfyUI on sys.path before any test module imports comfy.*
@@ -11,13 +14,36 @@ comfy_env.boot()  # the real ComfyUI on sys.path before any test module imports 
 
 @pytest.fixture(scope="session")
 def comfy(tmp_path_factory):
+    """ComfyUI booted with tiny model files and this pack loaded as a custom node: {root, names, loras}."""
     import harness
     return harness.setup(tmp_path_factory.mktemp("comfy"))
 
 
 @pytest.fixture(scope="session")
 def pack(comfy):
-    return comfy_env.import_pack(comfy["root"])
+    """The pack as ComfyUI loaded it (the same copy the executor runs)."""
+    import harness
+    return harness.loaded_pack()
+
+
+class _Modules:
+    def __init__(self, package):
+        self._package = package
+
+    def __getattr__(self, name):
+        return importlib.import_module(f"{self._package}.{name}")
+
+
+@pytest.fixture(scope="session")
+def core(pack):
+    """The pack's trainer modules: core.loop, core.settings, core.export, ..."""
+    return _Modules(f"{pack.__name__}.trainer")
+
+
+@pytest.fixture(scope="session")
+def pack_nodes(pack):
+    """The pack's node modules: pack_nodes.train, pack_nodes.caption, ..."""
+    return _Modules(f"{pack.__name__}.nodes")
 
 
 @pytest.fixture(scope="session")

@@ -93,11 +93,11 @@ def _verify(name, ours, reference):
 class _BlockPatch:
     """A ``patches_replace['dit']`` entry running one block out of place, optionally checkpointed."""
 
-    def __init__(self, block, kind, checkpointing, verify):
+    def __init__(self, block, kind, checkpointing, verify: dict):
         self.block = block
         self.kind = kind
         self.checkpointing = checkpointing
-        self.verify = verify
+        self.verify = verify  # shared {"double": bool, "single": bool}: block types still to check
 
     def _run(self, fn, *tensors):
         if self.checkpointing and torch.is_grad_enabled():
@@ -123,7 +123,7 @@ class _BlockPatch:
         return {"img": out}
 
 
-def install_training_blocks(patcher, checkpointing: bool, verify: bool = True):
+def install_training_blocks(patcher, checkpointing: bool):
     """Routes every double/single block of ``patcher`` (a training clone) through the forwards above."""
     dm = patcher.model.diffusion_model
     if apply_mod is None:
@@ -143,7 +143,7 @@ def install_training_blocks(patcher, checkpointing: bool, verify: bool = True):
     for block in list(dm.double_blocks) + list(dm.single_blocks):
         if getattr(block, "flipped_img_txt", False) or not getattr(block, "modulation", True):
             raise ValueError("Unsupported Flux block layout (flipped or externally modulated blocks).")
-    pending = {"double": verify, "single": verify}
+    pending = {"double": True, "single": True}  # the first call of each block type is checked against ComfyUI's
     for i, block in enumerate(dm.double_blocks):
         patcher.set_model_patch_replace(_BlockPatch(block, "double", checkpointing, pending), "dit", "double_block", i)
     for i, block in enumerate(dm.single_blocks):

@@ -12,9 +12,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 
-def weights_fingerprint(module: torch.nn.Module, extra: str = "") -> str:
+def weights_fingerprint(module: torch.nn.Module) -> str:
     """Cheap identity of a model's weights: names, shapes, dtypes and a sample of the bytes of a few tensors."""
-    h = hashlib.sha256(extra.encode())
+    h = hashlib.sha256()
     items = list(module.state_dict().items())
     for name, t in items:
         h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
@@ -32,7 +32,6 @@ class EncodingCache:
     def __init__(self, root: str):
         self.root = root
         self.hits = 0
-        self.misses = 0
 
     def _path(self, kind, k):
         return os.path.join(self.root, kind, k[:2], f"{k}.safetensors")
@@ -46,7 +45,6 @@ class EncodingCache:
                 return value
             except Exception:  # a damaged entry is recomputed, never fatal
                 os.remove(path)
-        self.misses += 1
         return None
 
     def put(self, kind: str, k: str, tensors: dict):
@@ -62,7 +60,6 @@ class NoCache(EncodingCache):
         super().__init__("")
 
     def get(self, kind, k):
-        self.misses += 1
         return None
 
     def put(self, kind, k, tensors):

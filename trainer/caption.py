@@ -3,11 +3,16 @@ import gc
 import json
 import os
 import weakref
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+
+import comfy.model_management as mm
+import comfy.utils
+
+from .dataset import caption_suffix
+from .images import to_pil
 
 KNOWN_CAPTIONERS = {  # name in models/captioners -> (Hugging Face repo, architecture)
     "Florence-2-base": ("florence-community/Florence-2-base", "florence2"),
@@ -42,14 +47,14 @@ def available(roots) -> list:
     return names
 
 
-def locate(name: str, roots, download: bool = True) -> Path:
+def locate(name: str, roots) -> Path:
     """The model folder for ``name``: found in a captioners folder, else downloaded there from the hub."""
     for root in roots:
         path = Path(root) / name
         if (path / "config.json").is_file():
             return path
     target = Path(roots[0]) / name
-    if name not in KNOWN_CAPTIONERS or not download:
+    if name not in KNOWN_CAPTIONERS:
         raise FileNotFoundError(f"Captioner '{name}' not found: expected a model folder at {target}.")
     repo = KNOWN_CAPTIONERS[name][0]
     try:
@@ -61,11 +66,6 @@ def locate(name: str, roots, download: bool = True) -> Path:
             f"Offline? Download all files of https://huggingface.co/{repo} on another machine and copy them into "
             f"{target}.") from e
     return target
-
-
-def _pil(pixels: torch.Tensor) -> Image.Image:
-    array = pixels.numpy() if pixels.dtype == torch.uint8 else (pixels.clamp(0, 1) * 255).round().byte().numpy()
-    return Image.fromarray(np.ascontiguousarray(array))
 
 
 class Captioner:
@@ -104,7 +104,7 @@ class Captioner:
 
     @torch.no_grad()
     def caption(self, images, florence_task=FLORENCE_TASKS[0], prompt=DEFAULT_QWEN_PROMPT, max_new_tokens=160):
-        pil = [_pil(p) for p in images]
+        pil = [to_pil(p) for p in images]
         if self.kind == "florence2":
             inputs = self.processor(text=[florence_task] * len(pil), images=pil, return_tensors="pt").to(self.device)
             inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
@@ -120,14 +120,14 @@ class Captioner:
         return [t.strip() for t in self.processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)]
 
 
-def merge_caption(existing: str, generated: str, mode: str):
-    """(caption, changed) for one image. Existing captions survive unless mode is 'overwrite'."""
+def merge_caption(existing: str, generated: str, mode: str) -> str:
+    """One image's caption after captioning. Existing captions survive unless mode is 'overwrite'."""
     if mode == "fill missing":
-        return (existing, False) if existing.strip() else (generated, True)
+        return existing if existing.strip() else generated
     if mode == "overwrite":
-        return generated, True
+        return generated
     if mode == "append":
-        return (f"{existing.rstrip(' ,.')}, {generated}" if existing.strip() else generated), True
+        return f"{existing.rstrip(' ,.')}, {generated}" if existing.strip() else generated
     raise ValueError(f"Unknown caption mode '{mode}'; choose one of {CAPTION_MODES}.")
 
 
@@ -137,10 +137,44 @@ def needs_caption(existing: str, mode: str) -> bool:
 
 def write_sidecar(image_path: Path, extension: str, caption: str, overwrite: bool) -> str:
     """Writes the caption next to the image. An existing file is only replaced in overwrite mode."""
-    path = image_path.with_suffix(extension if extension.startswith(".") else "." + extension)
+    path = image_path.with_suffix(caption_suffix(extension))
     if path.exists() and not overwrite:
         return f"{path.name}: exists, kept (use overwrite mode to replace)"
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(caption + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return f"{path.name}: written"
+
+
+def _folder_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*.safetensors"))
+
+
+def caption_dataset(dataset, model_path: Path, mode: str, florence_task: str, qwen_prompt: str, batch_size: int,
+                    max_new_tokens: int):
+    """Captions the dataset's images that need it (per ``mode``). Returns (new dataset, {index: generated text}).
+
+    Makes room in VRAM first (ComfyUI unloads other models as needed), checks for Cancel between batches, shows
+    progress, and frees the captioner on every exit. Nothing to caption: no model is loaded."""
+    todo = [i for i, im in enumerate(dataset.images) if needs_caption(im.caption, mode)]
+    generated = {}
+    if todo:
+        device = mm.get_torch_device()
+        mm.free_memory(_folder_bytes(model_path) * 1.3 + 1024 ** 3, device)
+        progress = comfy.utils.ProgressBar(len(todo))
+        with Captioner(model_path, device) as captioner:
+            for start in range(0, len(todo), batch_size):
+                mm.throw_exception_if_processing_interrupted()
+                batch = todo[start:start + batch_size]
+                texts = captioner.caption([dataset.images[i].pixels for i in batch], florence_task, qwen_prompt,
+                                          max_new_tokens)
+                generated.update(zip(batch, texts))
+                progress.update(len(batch))
+        mm.soft_empty_cache()
+    images = []
+    for i, im in enumerate(dataset.images):
+        if i in generated:
+            source = "auto" if not im.caption or mode == "overwrite" else im.caption_source + "+auto"
+            im = replace(im, caption=merge_caption(im.caption, generated[i], mode), caption_source=source)
+        images.append(im)
+    return dataset.with_images(images), generated

@@ -19,14 +19,25 @@ BUCKET_STEP = 64
 @dataclass(frozen=True)
 class DatasetImage:
     name: str             # file name relative to the folder
-    sha256: str           # of the file's bytes
+    sha256: str           # of the file's bytes (of the pixels for images that came as an IMAGE batch)
     pixels: torch.Tensor  # (H, W, 3) uint8, already cropped/resized to the bucket
     caption: str = ""
-    caption_source: str = "none"  # none | file | auto | auto+file
+    caption_source: str = "none"  # none | file | auto | file+auto | input
 
     @property
     def bucket(self):
         return int(self.pixels.shape[1]), int(self.pixels.shape[0])  # (width, height)
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a trained LoRA records about its data (file metadata, run record)."""
+    folder: str
+    fingerprint: str
+    trigger: str
+    crop: str
+    resolution: int
+    images: int
 
 
 @dataclass(frozen=True)
@@ -35,7 +46,6 @@ class FluxDataset:
     folder: str
     resolution: int
     crop: str
-    repeats: int
     images: tuple
     problems: tuple = ()
     warnings: tuple = ()
@@ -47,14 +57,44 @@ class FluxDataset:
         return replace(self, images=tuple(images), **changes)
 
     def fingerprint(self) -> str:
-        """Identifies the training data: image contents, captions, crop, resolution, repeats."""
-        h = hashlib.sha256(f"{self.resolution}|{self.crop}|{self.repeats}".encode())
+        """Identifies the training data: image contents, captions, crop, resolution."""
+        h = hashlib.sha256(f"{self.resolution}|{self.crop}".encode())
         for im in self.images:
             h.update(f"|{im.sha256}|{im.bucket}|{im.caption}".encode())
         return h.hexdigest()
 
-    def captions(self):
-        return [im.caption for im in self.images]
+    def describe(self) -> DatasetInfo:
+        return DatasetInfo(folder=self.folder, fingerprint=self.fingerprint(), trigger=self.trigger, crop=self.crop,
+                           resolution=self.resolution, images=len(self.images))
+
+
+def split_captions(text: str, count: int):
+    """One caption per line for ``count`` images; a single line is used for every image."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) == 1:
+        return lines * count
+    if len(lines) != count:
+        raise ValueError(f"Got {count} images but {len(lines)} caption lines. Write one caption per line "
+                         "(in image order), or a single line to use for every image.")
+    return lines
+
+
+def dataset_from_images(images: torch.Tensor, captions: list) -> FluxDataset:
+    """An IMAGE batch (B, H, W, C floats in [0, 1], all one size) with one caption per image as a dataset. Sides are
+    center-cropped to multiples of 16 (8x VAE downscale x 2x2 FLUX patches)."""
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise ValueError("The images input is empty.")
+    if len(captions) != images.shape[0]:
+        raise ValueError(f"{images.shape[0]} images but {len(captions)} captions.")
+    h, w = images.shape[1], images.shape[2]
+    nh, nw = h - h % 16, w - w % 16
+    if nh == 0 or nw == 0:
+        raise ValueError(f"Images of {w}x{h} pixels are too small to train on (need at least 16x16).")
+    top, left = (h - nh) // 2, (w - nw) // 2
+    pixels = (images[:, top:top + nh, left:left + nw, :3].float().clamp(0, 1) * 255).round().to(torch.uint8)
+    items = [DatasetImage(f"image {i + 1}", hashlib.sha256(p.contiguous().numpy().tobytes()).hexdigest(), p, c,
+                          "input" if c else "none") for i, (p, c) in enumerate(zip(pixels, captions))]
+    return FluxDataset(folder="", resolution=max(nw, nh), crop="as given", images=tuple(items))
 
 
 def _subfolders(root: Path, limit: int = 12) -> list:
@@ -81,6 +121,12 @@ def resolve_folder(folder: str, roots) -> Path:
     listing = "; ".join(f"{r}: {', '.join(_subfolders(r)) or 'no folders'}" for r in roots)
     raise ValueError(f"DatasetLoader: the folder '{text}' does not exist (folder names are looked up in {where}). "
                      f"Folders there - {listing}.")
+
+
+def caption_suffix(extension: str) -> str:
+    """'.txt' for 'txt' or '.txt': the suffix of a caption file next to its image."""
+    extension = (extension or "").strip()
+    return extension if extension.startswith(".") else "." + extension
 
 
 def bucket_size(width: int, height: int, resolution: int):
@@ -112,15 +158,15 @@ def _open_rgb(data: bytes) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MODES[0], repeats: int = 1,
-                caption_extension: str = ".txt", small_images: str = "skip") -> FluxDataset:
+def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MODES[0], caption_extension: str = ".txt",
+                small_images: str = "skip") -> FluxDataset:
     """Reads every image of ``folder`` (not recursive). Bad files never raise: they are reported and skipped."""
     if crop not in CROP_MODES:
         raise ValueError(f"Unknown crop mode '{crop}'; choose one of {CROP_MODES}.")
     if small_images not in SMALL_IMAGE_POLICIES:
         raise ValueError(f"Unknown small-image policy '{small_images}'; choose one of {SMALL_IMAGE_POLICIES}.")
     path = resolve_folder(folder, roots)
-    ext = caption_extension if caption_extension.startswith(".") else "." + caption_extension
+    ext = caption_suffix(caption_extension)
     images, problems, notes, seen = [], [], [], {}
     files = sorted(p for p in path.iterdir() if p.is_file())
     other = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and p.suffix.lower() != ext.lower()
@@ -175,8 +221,8 @@ def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MOD
         warnings.append(f"{len(images)} images: more than 30 rarely helps and makes each epoch longer")
     if resolution < 1024:
         warnings.append(f"resolution {resolution}: FLUX.1-dev is at its best trained at 1024")
-    return FluxDataset(str(path), resolution, crop, max(1, int(repeats)), tuple(images), tuple(problems),
-                       tuple(warnings), notes=tuple(notes), caption_extension=ext)
+    return FluxDataset(str(path), resolution, crop, tuple(images), tuple(problems), tuple(warnings), notes=tuple(notes),
+                       caption_extension=ext)
 
 
 def report(dataset: FluxDataset) -> str:
@@ -184,10 +230,9 @@ def report(dataset: FluxDataset) -> str:
     for im in dataset.images:
         buckets[im.bucket] = buckets.get(im.bucket, 0) + 1
     captioned = sum(1 for im in dataset.images if im.caption)
-    lines = [f"{len(dataset.images)} images from {dataset.folder}",
+    lines = [f"{len(dataset.images)} images from {dataset.folder or 'the images input'}",
              f"{captioned} captioned, {len(dataset.images) - captioned} without caption",
-             f"crop: {dataset.crop}; buckets: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(buckets.items())),
-             f"repeats: {dataset.repeats} -> {len(dataset.images) * dataset.repeats} samples per epoch"]
+             f"crop: {dataset.crop}; buckets: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(buckets.items()))]
     if dataset.trigger:
         lines.append(f"trigger word: {dataset.trigger}")
     lines += [f"WARNING: {w}" for w in dataset.warnings]

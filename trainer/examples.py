@@ -1,5 +1,4 @@
 """Training examples: VAE latents and text conditioning, computed once (and cached) with ComfyUI's VAE and CLIP."""
-import hashlib
 from dataclasses import dataclass
 
 import torch
@@ -12,7 +11,6 @@ class Example:
     latent: torch.Tensor   # (16, h, w), the model's latent space (after process_latent_in), float32 CPU
     context: torch.Tensor  # (tokens, dim) T5 sequence, float32 CPU
     pooled: torch.Tensor   # (768,) CLIP-L pooled, float32 CPU
-    caption: str
 
 
 @dataclass
@@ -21,37 +19,6 @@ class Source:
     identity: str
     pixels: torch.Tensor  # (H, W, 3) float in [0, 1]
     caption: str
-
-
-def split_captions(text: str, count: int):
-    """One caption per line for ``count`` images; a single line is used for every image."""
-    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
-    if len(lines) == 1:
-        return lines * count
-    if len(lines) != count:
-        raise ValueError(f"Got {count} images but {len(lines)} caption lines. Write one caption per line "
-                         "(in image order), or a single line to use for every image.")
-    return lines
-
-
-def center_crop_to_multiple(images: torch.Tensor, multiple: int = 16) -> torch.Tensor:
-    """Crops IMAGE (B, H, W, C) so both sides are multiples of 16 (8x VAE downscale x 2x2 Flux patches)."""
-    h, w = images.shape[1], images.shape[2]
-    nh, nw = h - h % multiple, w - w % multiple
-    if nh == 0 or nw == 0:
-        raise ValueError(f"Images of {w}x{h} pixels are too small to train on (need at least {multiple}x{multiple}).")
-    top, left = (h - nh) // 2, (w - nw) // 2
-    return images[:, top:top + nh, left:left + nw, :]
-
-
-def sources_from_image_batch(images: torch.Tensor, captions: list):
-    if images.ndim != 4 or images.shape[0] == 0:
-        raise ValueError("The images input is empty.")
-    if len(captions) != images.shape[0]:
-        raise ValueError(f"{images.shape[0]} images but {len(captions)} captions.")
-    pixels = center_crop_to_multiple(images[..., :3].float())
-    return [Source("pixels:" + hashlib.sha256(p.contiguous().numpy().tobytes()).hexdigest(), p, c)
-            for p, c in zip(pixels, captions)]
 
 
 def sources_from_dataset(dataset):
@@ -116,19 +83,11 @@ class Encoder:
                     self.cache.put("latent", k, {"latent": latent})
         return out
 
-    def examples(self, sources, repeats: int = 1):
+    def examples(self, sources):
         raw = self.latents(sources)
         texts = {c: self.text(c) for c in dict.fromkeys(s.caption for s in sources)}
-        examples = []
-        for s in sources:
-            latent = self.model.model.process_latent_in(raw[s.identity][None])[0]
-            examples.append(Example(latent=latent, context=texts[s.caption][0], pooled=texts[s.caption][1], caption=s.caption))
-        return examples * max(1, repeats)
-
-
-def encode_examples(model_patcher, clip, vae, images: torch.Tensor, captions: list, cache=None) -> list:
-    """VAE-encodes each image and text-encodes each distinct caption once (IMAGE batch + captions)."""
-    return Encoder(model_patcher, clip, vae, cache).examples(sources_from_image_batch(images, captions))
+        return [Example(latent=self.model.model.process_latent_in(raw[s.identity][None])[0],
+                        context=texts[s.caption][0], pooled=texts[s.caption][1]) for s in sources]
 
 
 def batch_key(example: Example):

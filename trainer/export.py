@@ -6,6 +6,7 @@ import torch
 from safetensors.torch import save as safetensors_bytes
 
 import comfy.utils
+import folder_paths
 
 FORMATS = ("kohya", "diffusers")
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -89,38 +90,36 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
     return out
 
 
-def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> dict:
-    lora = info["lora"]
-    h, w = info["resolution"]
-    w, h = info.get("pixel_resolution") or (w * 8, h * 8)
+def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
+    """kohya's ``ss_*`` and the ``modelspec.*`` keys from a :class:`~.result.RunInfo`; only what the run used."""
+    s, (w, h) = info.settings, info.pixel_size
     meta = {
         "ss_network_module": "networks.lora_flux",
-        "ss_network_dim": str(lora["rank"]),
-        "ss_network_alpha": str(float(lora["alpha"])),
-        "ss_network_dropout": str(lora["dropout"]),
-        "ss_network_args": json.dumps({"use_dora": lora["use_dora"], "targets": lora["targets"], "blocks": lora["blocks"]}),
+        "ss_network_dim": str(s.rank),
+        "ss_network_alpha": str(s.effective_alpha),
+        "ss_network_dropout": str(s.lora_dropout),
+        "ss_network_args": json.dumps({"use_dora": s.use_dora, "targets": s.targets, "blocks": s.blocks}),
         "ss_base_model_version": "flux1",
-        "ss_steps": str(info["steps"]),
-        "ss_max_train_steps": str(info.get("planned_steps", info["steps"])),
-        "ss_learning_rate": str(info["learning_rate"]),
-        "ss_unet_lr": str(info["learning_rate"]),
-        "ss_optimizer": info["optimizer"],
-        "ss_lr_scheduler": info["scheduler"],
-        "ss_lr_warmup_steps": str(info["warmup_steps"]),
-        "ss_batch_size_per_device": str(info["batch_size"]),
-        "ss_gradient_accumulation_steps": str(info["grad_accumulation"]),
-        "ss_max_grad_norm": str(info["max_grad_norm"]),
-        "ss_gradient_checkpointing": str(info["gradient_checkpointing"]),
-        "ss_seed": str(info["seed"]),
-        "ss_num_train_images": str(info["examples"]),
+        "ss_steps": str(info.steps_done),
+        "ss_max_train_steps": str(s.steps),
+        "ss_learning_rate": str(s.learning_rate),
+        "ss_unet_lr": str(s.learning_rate),
+        "ss_optimizer": s.optimizer,
+        "ss_lr_scheduler": s.scheduler,
+        "ss_lr_warmup_steps": str(s.warmup_steps),
+        "ss_batch_size_per_device": str(s.batch_size),
+        "ss_gradient_accumulation_steps": str(s.grad_accumulation),
+        "ss_max_grad_norm": str(s.max_grad_norm),
+        "ss_gradient_checkpointing": str(s.gradient_checkpointing),
+        "ss_seed": str(s.seed),
+        "ss_num_train_images": str(info.examples),
         "ss_resolution": f"({w}, {h})",
-        "ss_guidance_scale": str(info["guidance"]),
-        "ss_timestep_sampling": info["sigma_sampling"],
-        "ss_discrete_flow_shift": str(info["sigma_shift"]),
-        "ss_weighting_scheme": info["loss_weighting"],
+        "ss_guidance_scale": str(s.train_guidance),
+        "ss_timestep_sampling": s.sigma_sampling,
+        "ss_weighting_scheme": s.loss_weighting,
         "ss_model_prediction_type": "raw",
-        "ss_fp8_base": str(info["model_weight_dtype"].startswith("float8")),
-        "ss_mixed_precision": info["model_compute_dtype"],
+        "ss_fp8_base": str(info.model.weight_dtype.startswith("float8")),
+        "ss_mixed_precision": info.model.compute_dtype,
         "ss_save_precision": precision,
         "ss_training_comment": "trained with ComfyUI-FluxLoRA",
         "modelspec.sai_model_spec": "1.0.0",
@@ -128,19 +127,25 @@ def metadata(info: dict, fmt: str, precision: str, trigger_word: str = "") -> di
         "modelspec.implementation": "https://github.com/black-forest-labs/flux",
         "modelspec.resolution": f"{w}x{h}",
         "fluxlora_format": fmt,
+        "fluxlora_settings": json.dumps(s.as_dict(), sort_keys=True),
     }
-    trigger_word = trigger_word or info.get("trigger", "")
-    if info.get("dataset_hash"):
-        meta["fluxlora_dataset_hash"] = info["dataset_hash"]
-        meta["ss_dataset_dir"] = info.get("dataset_dir", "")
-        meta["fluxlora_crop"] = info.get("crop", "")
-    if info.get("caption_dropout"):
-        meta["ss_caption_dropout_rate"] = str(info["caption_dropout"])
+    if info.preset:
+        meta["fluxlora_preset"] = info.preset
+    if s.sigma_sampling == "shift":
+        meta["ss_discrete_flow_shift"] = str(s.sigma_shift)
+    if s.caption_dropout > 0:
+        meta["ss_caption_dropout_rate"] = str(s.caption_dropout)
+    if info.dataset is not None:
+        meta["fluxlora_dataset_hash"] = info.dataset.fingerprint
+        meta["fluxlora_crop"] = info.dataset.crop
+        if info.dataset.folder:
+            meta["ss_dataset_dir"] = info.dataset.folder
+    trigger_word = trigger_word or info.trigger
     if trigger_word:
         meta["ss_trigger_word"] = trigger_word
         meta["modelspec.trigger_phrase"] = trigger_word
-    if info.get("final_loss") is not None:
-        meta["fluxlora_final_loss"] = f"{info['final_loss']:.6g}"
+    if info.final_loss is not None:
+        meta["fluxlora_final_loss"] = f"{info.final_loss:.6g}"
     return meta
 
 
@@ -150,7 +155,7 @@ def lora_file_bytes(lora, fmt: str = "kohya", precision: str = "bf16", trigger_w
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision '{precision}'; choose one of {list(PRECISIONS)}.")
     weights = dict(lora)
-    tensors = kohya_state_dict(weights) if fmt == "kohya" else diffusers_state_dict(weights, lora.info["base_model"])
+    tensors = kohya_state_dict(weights) if fmt == "kohya" else diffusers_state_dict(weights, lora.info.model.unet_config)
     dtype = PRECISIONS[precision]
     tensors = {k: (v if k.endswith(".alpha") else v.to(dtype)).contiguous() for k, v in sorted(tensors.items())}
     meta = metadata(lora.info, fmt, precision, trigger_word)
@@ -198,3 +203,14 @@ def write_new_file(folder: str, prefix: str, steps: int, data: bytes) -> str:
             return path
         except FileExistsError:
             counter += 1
+
+
+def save_to_loras(lora, prefix: str, fmt: str = "kohya", precision: str = "bf16", trigger_word: str = "") -> tuple:
+    """Writes the LoRA into ComfyUI's first loras folder as a new file and makes LoraLoader list it at once.
+    Returns (name as LoraLoader lists it, bytes written)."""
+    folder = folder_paths.get_folder_paths("loras")[0]
+    title = os.path.basename(prefix.strip().replace("\\", "/"))
+    data = lora_file_bytes(lora, fmt, precision, trigger_word, title=title)
+    path = write_new_file(folder, prefix, lora.info.steps_done, data)
+    folder_paths.filename_list_cache.pop("loras", None)
+    return os.path.relpath(path, folder).replace(os.sep, "/"), len(data)

@@ -12,10 +12,8 @@ class NotAFluxModel(ValueError):
 @dataclass(frozen=True)
 class FluxInfo:
     hidden_size: int
-    num_heads: int
     depth: int
     depth_single_blocks: int
-    guidance_embed: bool
     unet_config: dict
     weight_dtype: str
     compute_dtype: str
@@ -39,8 +37,8 @@ def flux_info(model_patcher) -> FluxInfo:
             "(FLUX.2 / Ovis style), which FluxLoRATrain does not support; use FLUX.1-dev.")
     weight = next(dm.parameters())
     compute = base.manual_cast_dtype or weight.dtype
-    return FluxInfo(hidden_size=p.hidden_size, num_heads=p.num_heads, depth=p.depth,
-                    depth_single_blocks=p.depth_single_blocks, guidance_embed=p.guidance_embed,
+    return FluxInfo(hidden_size=p.hidden_size, depth=p.depth,
+                    depth_single_blocks=p.depth_single_blocks,
                     unet_config={k: v for k, v in base.model_config.unet_config.items()
                                  if isinstance(v, (bool, int, float, str, list, tuple, type(None)))},
                     weight_dtype=str(weight.dtype).replace("torch.", ""),

@@ -1,6 +1,5 @@
-"""The training loop: encode once -> noise -> predict -> loss -> step, on a clone of ComfyUI's MODEL."""
+"""The training loop: noise -> predict -> loss -> step over encoded examples, on a clone of ComfyUI's MODEL."""
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 
 import torch
 
@@ -12,51 +11,31 @@ from .blocks import install_training_blocks
 from .comfy_features import comfy_training_mode
 from .examples import collate, epoch_batches
 from .flux_model import flux_info
-from .lora import INJECTION_KEY, FluxLoRA, LoraSettings
-from .optim import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler
+from .lora import INJECTION_KEY, FluxLoRA
+from .optim import make_optimizer, make_scheduler
 from .predict import predict_velocity
-from .result import TrainedLoRA
+from .result import RunInfo, TrainedLoRA
+from .settings import TrainSettings
 from .vram import materialize_inference_params, training_memory_estimate
 
+PREVIEW_SIZE = 768  # longest side of the checkpoint preview ComfyUI shows on the node
 
-@dataclass(frozen=True)
-class TrainSettings:
-    steps: int = 1000
-    learning_rate: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "constant"
-    warmup_steps: int = 0
-    batch_size: int = 1
-    grad_accumulation: int = 1
-    max_grad_norm: float = 1.0
-    sigma_sampling: str = "sigmoid"
-    sigma_shift: float = objective.DEFAULT_SHIFT
-    loss_weighting: str = "none"
-    guidance: float = 1.0
-    caption_dropout: float = 0.0
-    seed: int = 0
-    gradient_checkpointing: bool = True
-    lora: LoraSettings = field(default_factory=LoraSettings)
 
-    def validate(self):
-        checks = [
-            (self.steps >= 1, "steps must be at least 1"),
-            (self.learning_rate > 0, "learning rate must be positive"),
-            (self.batch_size >= 1 and self.grad_accumulation >= 1, "batch size and gradient accumulation must be at least 1"),
-            (self.lora.rank >= 1, "rank must be at least 1"),
-            (self.lora.alpha > 0, "alpha must be positive"),
-            (0 <= self.lora.dropout < 1, "LoRA dropout must be in [0, 1)"),
-            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}"),
-            (self.scheduler in SCHEDULERS, f"scheduler must be one of {SCHEDULERS}"),
-            (0 <= self.warmup_steps < self.steps or self.warmup_steps == 0, "warmup steps must be fewer than steps"),
-            (self.sigma_sampling in objective.SIGMA_SAMPLERS, f"sigma sampling must be one of {objective.SIGMA_SAMPLERS}"),
-            (self.loss_weighting in objective.LOSS_WEIGHTINGS, f"loss weighting must be one of {objective.LOSS_WEIGHTINGS}"),
-            (self.sigma_shift > 0, "sigma shift must be positive"),
-            (0 <= self.caption_dropout < 1, "caption dropout must be in [0, 1)"),
-        ]
-        problems = [msg for ok, msg in checks if not ok]
-        if problems:
-            raise ValueError("Invalid training settings: " + "; ".join(problems) + ".")
+class TrainingHooks:
+    """What a caller hears from :func:`train_flux_lora`; override what you need. With ``checkpoint_every`` > 0,
+    ``on_checkpoint`` runs every that many steps and after the last one."""
+    checkpoint_every = 0
+
+    def on_step(self, step: int, total: int, loss: float, lr: float):
+        """After every optimizer step."""
+
+    def on_checkpoint(self, step: int, weights: dict):
+        """Gets the LoRA so far (ComfyUI keys). May load other models (training reloads its own afterwards). May
+        return a PIL image: ComfyUI shows it as the node's progress preview."""
+
+    def on_interrupt(self, partial: TrainedLoRA):
+        """Cancel arrived after at least one finished step: the LoRA of the finished steps, before the interruption
+        propagates."""
 
 
 def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: torch.Generator, device, empty_caption=None):
@@ -68,7 +47,7 @@ def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: t
     sigmas = objective.sample_sigmas(settings.sigma_sampling, x0.shape[0], generator,
                                      shift=settings.sigma_shift, image_tokens=image_tokens)
     xt = objective.noisy_latents(x0, noise, sigmas.to(device))
-    prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.guidance)
+    prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance)
     weights = objective.loss_weights(settings.loss_weighting, sigmas).to(device)
     return objective.flow_matching_loss(prediction, objective.velocity_target(x0, noise), weights)
 
@@ -114,34 +93,26 @@ def training_patcher(model, examples: list, settings: TrainSettings):
         lora.detach()
 
 
-def _result(info, settings, examples, weights, losses, learning_rates, data_info) -> TrainedLoRA:
-    run = asdict(settings)
-    run.update(data_info or {})
-    run.update(base_model=info.unet_config, model_weight_dtype=info.weight_dtype, model_compute_dtype=info.compute_dtype,
-               examples=len(examples), resolution=list(examples[0].latent.shape[-2:]), steps=len(losses), planned_steps=settings.steps,
-               final_loss=(sum(losses[-10:]) / len(losses[-10:])) if losses else None)
-    return TrainedLoRA(weights, run, losses, learning_rates)
+def run_info(model, examples: list, settings: TrainSettings, dataset=None, preset: str = "") -> RunInfo:
+    largest = max(examples, key=lambda e: e.latent.shape[-2] * e.latent.shape[-1])
+    return RunInfo(settings=settings, preset=preset, model=flux_info(model), dataset=dataset, examples=len(examples),
+                   pixel_size=(int(largest.latent.shape[-1]) * 8, int(largest.latent.shape[-2]) * 8))
 
 
-def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None, on_interrupt=None,
-                    empty_caption=None, data_info=None, checkpoint_every: int = 0, on_checkpoint=None) -> TrainedLoRA:
+def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: TrainingHooks = None, empty_caption=None,
+                    dataset=None, preset: str = "") -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
-    The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected
-    only while it is loaded, and every exit path (including Interrupt and errors) ejects them.
-    ``on_step(step, total, loss, lr)`` is called after every optimizer step. If the run is interrupted
-    after at least one step, ``on_interrupt(partial TrainedLoRA)`` gets the weights so far, then the
-    interruption propagates. ``empty_caption`` (context, pooled) is needed for caption dropout; ``data_info``
-    (e.g. trigger word, dataset hash) is recorded in the result's info. Every ``checkpoint_every`` steps and
-    after the last, ``on_checkpoint(step, weights)`` gets the LoRA so far (e.g. to render samples; it may load other
-    models: training reloads its own afterwards); what it returns is shown as the progress preview.
+    The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected only while it is
+    loaded, and every exit path (including Interrupt and errors) ejects them. ``empty_caption`` (context, pooled) is
+    needed for caption dropout. ``dataset`` (a DatasetInfo) and ``preset`` are recorded in the result's info.
     """
-    settings.validate()
-    if settings.caption_dropout > 0 and empty_caption is None:
-        raise ValueError("caption dropout needs the empty caption's embedding")
-    info = flux_info(model)
     if not examples:
         raise ValueError("No training examples.")
+    if settings.caption_dropout > 0 and empty_caption is None:
+        raise ValueError("caption dropout needs the empty caption's embedding")
+    hooks = hooks or TrainingHooks()
+    info = run_info(model, examples, settings, dataset, preset)
     device = model.load_device
     with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(settings.seed)
@@ -175,19 +146,18 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, on_step=None
                     learning_rates.append(lr)
                     preview = None
                     done = step + 1
-                    if on_checkpoint is not None and checkpoint_every > 0 and (done % checkpoint_every == 0 or done == settings.steps):
+                    every = hooks.checkpoint_every
+                    if every > 0 and (done % every == 0 or done == settings.steps):
                         weights = lora.comfy_state_dict()
                         patcher.eject_model()  # other code sees the plain model (e.g. LoRA key names); re-injected on reload
-                        preview = on_checkpoint(done, weights)
+                        image = hooks.on_checkpoint(done, weights)
+                        preview = ("JPEG", image, PREVIEW_SIZE) if image is not None else None
                     progress.update_absolute(done, settings.steps, preview)  # in the server this also raises on Cancel
-                    if on_step is not None:
-                        on_step(done, settings.steps, step_loss, lr)
+                    hooks.on_step(done, settings.steps, step_loss, lr)
             except mm.InterruptProcessingException:
                 # Cancel can arrive at a step start, inside sampling or in the progress hook: keep the finished steps
-                if losses and on_interrupt is not None:
-                    steps_done = len(losses)
-                    on_interrupt(_result(info, settings, examples, lora.comfy_state_dict(), losses[:steps_done],
-                                         learning_rates[:steps_done], data_info))
+                if losses:
+                    hooks.on_interrupt(TrainedLoRA(lora.comfy_state_dict(), info.after(losses), losses, learning_rates))
                 raise
             weights = lora.comfy_state_dict()
-    return _result(info, settings, examples, weights, losses, learning_rates, data_info)
+    return TrainedLoRA(weights, info.after(losses), losses, learning_rates)

@@ -9,7 +9,7 @@ import torch
 
 from comfy.model_sampling import flux_time_shift
 
-SIGMA_SAMPLERS = ("sigmoid", "shift", "flux_shift", "logit_normal", "uniform")
+SIGMA_SAMPLERS = ("sigmoid", "shift", "flux_shift", "uniform")
 LOSS_WEIGHTINGS = ("none", "sigma_sqrt", "cosmap")
 DEFAULT_SHIFT = 3.1582  # = exp(1.15), FLUX.1's shift at 1024x1024 (kohya's recommended discrete_flow_shift)
 
@@ -28,19 +28,16 @@ def flux_resolution_shift(image_tokens: int, base_shift: float = 0.5, max_shift:
 
 
 def sample_sigmas(method: str, batch: int, generator: torch.Generator, *, shift: float = DEFAULT_SHIFT,
-                  image_tokens: int = 4096, logit_mean: float = 0.0, logit_std: float = 1.0) -> torch.Tensor:
+                  image_tokens: int = 4096) -> torch.Tensor:
     """Draws one sigma in (0, 1) per sample (float32, CPU, from ``generator``).
 
-    sigmoid      sigmoid(N(0, 1))                                  ai-toolkit / x-flux default
+    sigmoid      sigmoid(N(0, 1))                                  ai-toolkit / x-flux default; = SD3's logit-normal(0, 1)
     shift        sigmoid(N(0, 1)), then shifted by ``shift``        kohya 'shift', FluxGym
     flux_shift   sigmoid(N(0, 1)), then shifted by exp(mu(tokens))  kohya 'flux_shift' (resolution dependent)
-    logit_normal sigmoid(N(logit_mean, logit_std))                  SD3 logit-normal
     uniform      U(0, 1)
     """
     if method == "uniform":
         return torch.rand(batch, generator=generator)
-    if method == "logit_normal":
-        return torch.sigmoid(torch.randn(batch, generator=generator) * logit_std + logit_mean)
     sigmas = torch.sigmoid(torch.randn(batch, generator=generator))
     if method == "sigmoid":
         return sigmas

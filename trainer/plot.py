@@ -4,6 +4,7 @@ import torch
 
 
 def moving_average(values, window):
+    """Mean of the last ``window`` values at each step (web/fluxlora.js draws the same line: keep the two in step)."""
     out, acc = [], 0.0
     for i, v in enumerate(values):
         acc += v

@@ -6,12 +6,12 @@ the velocity without dividing by sigma. Inputs are cast exactly as ``_apply_mode
 import torch
 
 
-def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, transformer_options=None):
+def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float):
     base = patcher.model
     dtype = base.manual_cast_dtype if base.manual_cast_dtype is not None else base.get_dtype()
     device = xt.device
     model_sampling = patcher.get_model_object("model_sampling")
-    options = dict(patcher.model_options.get("transformer_options", {}) if transformer_options is None else transformer_options)
+    options = dict(patcher.model_options.get("transformer_options", {}))
     g = None
     if base.diffusion_model.params.guidance_embed:
         g = torch.full((xt.shape[0],), float(guidance), device=device, dtype=dtype)

@@ -32,7 +32,7 @@ def _on(device: torch.device, tensor: torch.Tensor) -> bool:
     return tensor.device.type == device.type and (device.index is None or tensor.device.index in (None, device.index))
 
 
-def materialize_inference_params(module: torch.nn.Module, device) -> int:
+def materialize_inference_params(module: torch.nn.Module, device):
     """Replaces parameters created under ``torch.inference_mode`` (every ComfyUI loader runs in it) with
     ordinary tensors holding the same values, as ComfyUI's own weight patching does. Autograd may not
     save inference tensors for backward, which the input-gradient of every frozen layer needs.
@@ -40,9 +40,6 @@ def materialize_inference_params(module: torch.nn.Module, device) -> int:
     Only weights resident on the compute device are used as they are; offloaded (lowvram) weights are
     copied to the device on every forward anyway, and may be pinned by ComfyUI, so they are left alone."""
     device = torch.device(device)
-    count = 0
     for name, param in list(module.named_parameters()):
         if param.is_inference() and _on(device, param) and not param.is_pinned():
             comfy.utils.set_attr_param(module, name, param.detach().clone())
-            count += 1
-    return count

@@ -1,9 +1,29 @@
-// Flux LoRA Trainer: live loss chart, learning rate, it/s, ETA and checkpoint samples on the Flux LoRA Train node.
-// Fed by the trainer's websocket events; rebuilt from /fluxlora/history after a page reload.
+// Flux LoRA Trainer: live loss chart, learning rate, it/s, ETA and checkpoint samples on the Flux LoRA Train node
+// (fed by the trainer's websocket events; rebuilt from /fluxlora/history after a page reload); a preset fills the
+// node's steps / learning rate / rank; workflows saved with the pack's first node layout are migrated on load.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
+import { migrateGraph, addAdvancedNodes } from "./migrate.js";
 
 const TRAIN_NODE = "FluxLoRA_Train";
+const PRESET_WIDGETS = ["steps", "learning_rate", "rank"]; // on the train node; the preset fills them when picked
+let presets = null; // name -> settings, from /fluxlora/presets
+
+async function loadPresets() {
+  try {
+    const res = await api.fetchApi("/fluxlora/presets");
+    if (res.ok) presets = await res.json();
+  } catch (e) {
+    console.warn("fluxlora: no presets", e);
+  }
+}
+
+function applyPreset(node, name) {
+  const values = presets?.[name];
+  if (!values) return;
+  for (const w of node.widgets ?? []) if (PRESET_WIDGETS.includes(w.name) && w.name in values) w.value = values[w.name];
+  node.setDirtyCanvas?.(true, true);
+}
 const runs = new Map(); // node id -> {total, steps, loss, lr, samples, it_s, eta_s, done}
 
 function run(id) {
@@ -12,6 +32,7 @@ function run(id) {
   return runs.get(id);
 }
 
+// the same line as trainer/plot.py's moving_average (window: a 20th of the steps): keep the two in step
 function movingAverage(values, window) {
   const out = [];
   let acc = 0;
@@ -123,8 +144,20 @@ async function loadHistory() {
 
 app.registerExtension({
   name: "fluxlora.trainer",
+  async beforeConfigureGraph(graphData) {
+    const notes = migrateGraph(graphData);
+    if (notes.length) {
+      const detail = notes.join(" ");
+      console.warn("fluxlora:", detail);
+      app.extensionManager?.toast?.add?.({ severity: "warn", summary: "Flux LoRA workflow updated", detail, life: 15000 });
+    }
+  },
+  async afterConfigureGraph() {
+    addAdvancedNodes(app.graph);
+  },
   async setup() {
     window.__fluxlora = { runs }; // read by the browser tests
+    await loadPresets();
     api.addEventListener("fluxlora.progress", ({ detail }) => {
       const r = run(detail.node);
       if (detail.step === 1) Object.assign(r, { steps: [], loss: [], lr: [], samples: [], done: false });
@@ -144,6 +177,14 @@ app.registerExtension({
   },
   async nodeCreated(node) {
     if (node.comfyClass !== TRAIN_NODE) return;
+    const preset = node.widgets?.find((w) => w.name === "preset");
+    if (preset) {
+      const previous = preset.callback;
+      preset.callback = function (value, ...rest) {
+        applyPreset(node, value);
+        return previous?.call(this, value, ...rest);
+      };
+    }
     const root = document.createElement("div");
     root.className = "fluxlora-chart";
     root.style.cssText = "display:flex;flex-direction:column;gap:4px;font:11px sans-serif;color:#ccc";

@@ -1,6 +1,5 @@
 """Saved LoRA files: both formats load in stock ComfyUI LoraLoader with zero unloaded keys and reproduce the
 trained weight deltas; the diffusers file loads in diffusers' FluxPipeline; metadata; safe file names."""
-import importlib
 import json
 import logging
 import os
@@ -14,24 +13,20 @@ from safetensors import safe_open
 
 import training_data
 
-HERE = Path(__file__).resolve().parent
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 @pytest.fixture(scope="module")
-def trained(comfy, pack):
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    LoraSettings = importlib.import_module(f"{pack.__name__}.trainer.lora").LoraSettings
-    model, examples = training_data.model_and_examples(comfy, pack)
+def trained(comfy, core):
+    model, examples = training_data.model_and_examples(comfy)
     with torch.inference_mode():
-        return loop.train_flux_lora(model, examples, loop.TrainSettings(
-            steps=5, learning_rate=2e-2, lora=LoraSettings(rank=4, alpha=2.0)))
+        return core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(
+            steps=5, learning_rate=2e-2, rank=4, alpha=2.0, caption_dropout=0.0), preset="balanced")
 
 
-def _save(pack, comfy, lora, fmt, precision="fp32", prefix="formats/test", trigger=""):
-    export = importlib.import_module(f"{pack.__name__}.trainer.export")
-    data = export.lora_file_bytes(lora, fmt, precision, trigger)
-    path = export.write_new_file(str(comfy["loras"]), prefix, lora.info["steps"], data)
-    return Path(path)
+def _save(core, comfy, lora, fmt, precision="fp32", prefix="formats/test", trigger=""):
+    name, _ = core.export.save_to_loras(lora, prefix, fmt, precision, trigger)
+    return comfy["loras"] / name
 
 
 def _expected_deltas(lora):
@@ -45,12 +40,12 @@ def _expected_deltas(lora):
 
 
 @pytest.mark.parametrize("fmt", ["kohya", "diffusers"])
-def test_loraloader_applies_exact_deltas(comfy, pack, trained, fmt, caplog):
+def test_loraloader_applies_exact_deltas(comfy, core, trained, fmt, caplog):
     from comfy.lora import calculate_weight
     import folder_paths
     import nodes
-    model, _ = training_data.model_and_examples(comfy, pack)
-    path = _save(pack, comfy, trained, fmt, prefix=f"formats/{fmt}")
+    model, _ = training_data.model_and_examples(comfy)
+    path = _save(core, comfy, trained, fmt, prefix=f"formats/{fmt}")
     name = path.relative_to(comfy["loras"]).as_posix()
     assert name in folder_paths.get_filename_list("loras")  # listed at once, no restart
     with caplog.at_level(logging.WARNING):
@@ -65,8 +60,8 @@ def test_loraloader_applies_exact_deltas(comfy, pack, trained, fmt, caplog):
         torch.testing.assert_close(got - w, delta, rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_metadata_and_names(comfy, pack, trained):
-    path = _save(pack, comfy, trained, "kohya", precision="bf16", prefix="meta/my_lora", trigger="tok_test")
+def test_metadata_and_names(comfy, core, trained):
+    path = _save(core, comfy, trained, "kohya", precision="bf16", prefix="meta/my_lora", trigger="tok_test")
     assert path.name == "my_lora_000005steps_00001.safetensors"
     with safe_open(str(path), "pt") as f:
         meta = f.metadata()
@@ -80,37 +75,33 @@ def test_metadata_and_names(comfy, pack, trained):
     assert meta["ss_trigger_word"] == "tok_test" and meta["ss_timestep_sampling"] == "sigmoid"
     assert meta["ss_guidance_scale"] == "1.0" and meta["ss_resolution"] == "(64, 64)"
     assert json.loads(meta["ss_network_args"])["targets"] == "all linear"
+    # the complete settings and the preset they started from; only what the run used (no shift for 'sigmoid')
+    assert json.loads(meta["fluxlora_settings"]) == trained.info.settings.as_dict() and meta["fluxlora_preset"] == "balanced"
+    assert "ss_discrete_flow_shift" not in meta and "ss_caption_dropout_rate" not in meta
     # a second save never overwrites the first
-    again = _save(pack, comfy, trained, "kohya", precision="bf16", prefix="meta/my_lora")
+    again = _save(core, comfy, trained, "kohya", precision="bf16", prefix="meta/my_lora")
     assert again.name == "my_lora_000005steps_00002.safetensors" and path.exists()
 
 
-@pytest.mark.parametrize("prefix", ["../escape", "/abs/path", "a/../../b", "C:/x", "", "dir/"])
-def test_prefix_outside_loras_folder_is_rejected(comfy, pack, trained, prefix):
-    export = importlib.import_module(f"{pack.__name__}.trainer.export")
-    with pytest.raises(ValueError, match="prefix"):
-        export.write_new_file(str(comfy["loras"]), prefix, 5, b"x")
-
-
-def test_diffusers_file_loads_in_diffusers_pipeline(comfy, pack, trained, tmp_path):
+def test_diffusers_file_loads_in_diffusers_pipeline(comfy, core, trained, tmp_path):
     """Runs in a separate process without the torchvision test stub (diffusers must see the real environment)."""
     from safetensors.torch import save_file
-    path = _save(pack, comfy, trained, "diffusers", prefix="formats/diffusers_interop")
+    path = _save(core, comfy, trained, "diffusers", prefix="formats/diffusers_interop")
     save_file({k: v.contiguous() for k, v in _expected_deltas(trained).items()}, str(tmp_path / "expected.safetensors"))
-    cfg = trained.info["base_model"]
+    cfg = trained.info.model.unet_config
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_HUB_OFFLINE"] = "1"
-    proc = subprocess.run([sys.executable, str(HERE / "diffusers_check.py"), str(path), str(tmp_path / "expected.safetensors"),
+    proc = subprocess.run([sys.executable, str(SUPPORT / "diffusers_check.py"), str(path), str(tmp_path / "expected.safetensors"),
                            json.dumps(cfg)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "DIFFUSERS-OK" in proc.stdout
 
 
-def test_diffusers_file_names_each_diffusers_module_once(comfy, pack, trained):
+def test_diffusers_file_names_each_diffusers_module_once(comfy, core, trained):
     """Exactly the modules of diffusers' FluxTransformer2DModel, no aliases: ComfyUI v0.33's map also lists Flux 2 /
     LyCORIS names for the same FLUX.1 weights (attn.to_qkv_mlp_proj, attn.to_out, ff.linear_in), which would apply
     those layers twice."""
-    path = _save(pack, comfy, trained, "diffusers", prefix="formats/diffusers_names")
+    path = _save(core, comfy, trained, "diffusers", prefix="formats/diffusers_names")
     with safe_open(str(path), "pt") as f:
         modules = {k.rsplit(".lora_", 1)[0] for k in f.keys()}
         assert all(k.endswith((".lora_A.weight", ".lora_B.weight")) for k in f.keys())

@@ -1,7 +1,6 @@
 """LoRA gradients of one training step equal those of an independent out-of-place float32 reference
 forward, with and without gradient checkpointing (relative error <= 1e-4)."""
 import contextlib
-import importlib
 
 import pytest
 import torch
@@ -34,12 +33,10 @@ def _cases():
 
 
 @pytest.mark.parametrize("checkpointing,stacked,training_mode", _cases())
-def test_lora_gradients_match_reference(comfy, pack, checkpointing, stacked, training_mode, monkeypatch):
+def test_lora_gradients_match_reference(comfy, core, checkpointing, stacked, training_mode, monkeypatch):
     from comfy.lora import calculate_weight
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    objective = importlib.import_module(f"{pack.__name__}.trainer.objective")
-    LoraSettings = importlib.import_module(f"{pack.__name__}.trainer.lora").LoraSettings
-    model, examples = training_data.model_and_examples(comfy, pack)
+    loop, objective = core.loop, core.objective
+    model, examples = training_data.model_and_examples(comfy)
     patched_weights = {}
     if stacked:
         model = _stacked_lora_model(model)
@@ -50,8 +47,8 @@ def test_lora_gradients_match_reference(comfy, pack, checkpointing, stacked, tra
         # force ComfyUI's partial-load path: patched layers keep their stored weight + a LowVramPatch weight function
         monkeypatch.setattr(loop.mm, "load_models_gpu",
                             lambda models, memory_required=0, **kw: models[0].patch_model("cpu", lowvram_model_memory=1))
-    settings = loop.TrainSettings(gradient_checkpointing=checkpointing, batch_size=2, guidance=1.0,
-                                  lora=LoraSettings(rank=4, alpha=8.0))
+    settings = core.settings.TrainSettings(gradient_checkpointing=checkpointing, batch_size=2, train_guidance=1.0,
+                                           rank=4, alpha=8.0, caption_dropout=0.0)
     with torch.inference_mode(False):
         with loop.training_patcher(model, examples, settings) as (patcher, lora, _):
             g = torch.Generator().manual_seed(3)
@@ -61,8 +58,7 @@ def test_lora_gradients_match_reference(comfy, pack, checkpointing, stacked, tra
             if stacked:
                 layer = patcher.model.diffusion_model.get_submodule("double_blocks.0.img_attn.qkv.base_layer")
                 assert layer.comfy_cast_weights and len(layer.weight_function) == 1  # LoRA applied on the fly
-            features = importlib.import_module(f"{pack.__name__}.trainer.comfy_features")
-            with features.comfy_training_mode() if training_mode else contextlib.nullcontext():
+            with core.comfy_features.comfy_training_mode() if training_mode else contextlib.nullcontext():
                 loss = loop.batch_loss(patcher, examples, [0, 1], settings, torch.Generator().manual_seed(7), "cpu")
                 loss.backward()
             frozen = [(n, p) for n, p in patcher.model.diffusion_model.named_parameters() if ".lora_" not in n]

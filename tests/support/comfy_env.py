@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-PACK_DIR = Path(__file__).resolve().parent.parent
+PACK_DIR = Path(__file__).resolve().parents[2]
 SHIMS = Path(__file__).resolve().parent / "shims"
 
 
@@ -75,13 +75,3 @@ def pack_parent(tmp_root: Path) -> Path:
     if not link.exists():
         link.symlink_to(PACK_DIR, target_is_directory=True)
     return parent
-
-
-def import_pack(tmp_root: Path):
-    """Imports the pack as a package (relative imports work as under ComfyUI)."""
-    import importlib
-    boot()
-    parent = str(pack_parent(tmp_root))
-    if parent not in sys.path:
-        sys.path.append(parent)
-    return importlib.import_module(PACK_NAME)

@@ -1,7 +1,6 @@
 """Live progress for the web UI: websocket events per step and checkpoint, and the history route a reloaded
 page rebuilds its chart from (the JS side is checked in the browser test of the frontend issue)."""
 import asyncio
-import importlib
 import json
 
 import graphs
@@ -16,15 +15,10 @@ class EventServer(harness.FakeServer):
         self.routes = web.RouteTableDef()
 
 
-def test_events_and_history(comfy, monkeypatch):
-    import sys
-
-    import nodes
+def test_events_and_history(comfy, pack_nodes, monkeypatch):
     import server
     from aiohttp.test_utils import make_mocked_request
-    train_module = nodes.NODE_CLASS_MAPPINGS["FluxLoRA_Train"].__module__  # the copy ComfyUI loaded and executes
-    live = importlib.import_module(train_module.rsplit(".", 1)[0] + ".live") if train_module in sys.modules else None
-    assert live is not None
+    live = pack_nodes.live
     fake = EventServer()
     monkeypatch.setattr(server.PromptServer, "instance", fake, raising=False)
     monkeypatch.setattr(live.register_routes, "done", False, raising=False)
@@ -34,7 +28,7 @@ def test_events_and_history(comfy, monkeypatch):
     g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=4, prefix="flux_lora/live")
     g["sampler"] = {"class_type": "FluxLoRA_TestSampler", "inputs": {"prompts": "a red thing", "trigger": "", "width": 256,
                     "height": 256, "steps": 1, "guidance": 3.5, "seed": 1, "every_n_steps": 2}}
-    g["train"]["inputs"]["samples"] = ["sampler", 0]
+    g["train"]["inputs"]["sample_settings"] = ["sampler", 0]
     executor, _ = harness.run(g)
     assert executor.success, harness.error_message(executor)
 
@@ -52,13 +46,14 @@ def test_events_and_history(comfy, monkeypatch):
     assert history["steps"] == [1, 2, 3, 4] and len(history["loss"]) == 4 and history["done"]
     assert [s["step"] for s in history["samples"]] == [2, 4]
 
+    handler = next(r.handler for r in fake.routes if r.path == "/fluxlora/presets")
+    presets = json.loads(asyncio.run(handler(make_mocked_request("GET", "/fluxlora/presets"))).body)
+    assert presets["fast test"]["steps"] == 250 and presets["style"]["rank"] == 32 and set(presets["balanced"]) > {"seed"}
 
-def test_two_trainer_nodes_keep_separate_histories(comfy, monkeypatch):
-    import sys
 
-    import nodes
+def test_two_trainer_nodes_keep_separate_histories(comfy, pack_nodes, monkeypatch):
     import server
-    live = sys.modules[nodes.NODE_CLASS_MAPPINGS["FluxLoRA_Train"].__module__.rsplit(".", 1)[0] + ".live"]
+    live = pack_nodes.live
     fake = EventServer()
     monkeypatch.setattr(server.PromptServer, "instance", fake, raising=False)
     files = images.write_images(comfy["root"] / "input")

@@ -7,7 +7,7 @@ TINY_VALUES = {
     "FluxLoRA_DatasetLoader": {"resolution": "512"},
     "FluxLoRA_AutoCaption": {"model": "tiny-florence2", "max_new_tokens": 12},
     "FluxLoRA_TestSampler": {"width": 256, "height": 256, "steps": 2, "every_n_steps": 2},
-    "FluxLoRA_Train": {"steps": 4, "optimizer": "adamw", "warmup_steps": 0, "learning_rate": 0.005},
+    "FluxLoRA_Train": {"steps": 4, "learning_rate": 0.005},
     "ModelSamplingFlux": {"width": 256, "height": 256},
     "EmptySD3LatentImage": {"width": 256, "height": 256},
     "KSampler": {"steps": 2},

@@ -1,14 +1,15 @@
 """Sample images with a LoRA through ComfyUI's own sampling path (what the user will get with LoraLoader)."""
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import comfy.sd
 import node_helpers
-import nodes
 from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+from nodes import common_ksampler  # ComfyUI's own nodes.py (not this pack's nodes/ package)
+
+from .images import to_pil, to_tensor
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,9 @@ class SampleSettings:
     every_n_steps: int = 250
     trigger: str = ""
 
-    def resolved_prompts(self, trigger: str = ""):
-        word = trigger or self.trigger
+    def resolved_prompts(self, fallback_trigger: str = ""):
+        """``{trigger}`` replaced by this sampler's own trigger, else by ``fallback_trigger`` (the trained dataset's)."""
+        word = self.trigger or fallback_trigger
         return [p.replace("{trigger}", word) if word else p.replace("{trigger}", "").strip(" ,") for p in self.prompts]
 
 
@@ -38,27 +40,27 @@ def parse_prompts(text: str):
 class PromptSet:
     """Prompts encoded once (before the text encoders leave VRAM), reused at every checkpoint."""
 
-    def __init__(self, clip, settings: SampleSettings, trigger: str = ""):
+    def __init__(self, clip, settings: SampleSettings, fallback_trigger: str = ""):
         self.settings = settings
-        self.prompts = settings.resolved_prompts(trigger)
+        self.prompts = settings.resolved_prompts(fallback_trigger)
         self.positive = [node_helpers.conditioning_set_values(clip.encode_from_tokens_scheduled(clip.tokenize(p)),
                                                               {"guidance": settings.guidance}) for p in self.prompts]
         self.negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
 
 
-def render(model, vae, prompt_set: PromptSet, lora_weights=None, strength: float = 1.0) -> torch.Tensor:
+def render(model, vae, prompt_set: PromptSet, lora_weights=None) -> torch.Tensor:
     """Euler, FLUX's resolution-dependent shift, distilled guidance, fixed seed: one image per prompt.
     ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch, exactly like LoraLoader."""
     s = prompt_set.settings
     with torch.random.fork_rng(devices=[]), torch.inference_mode():  # never disturb the training RNG stream
         if lora_weights is not None:
-            model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), strength, 0)
+            model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), 1.0, 0)
         model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]
         latent = {"samples": torch.zeros(1, 16, s.height // 8, s.width // 8)}
         images = []
         for positive in prompt_set.positive:
-            out = nodes.common_ksampler(model, s.seed, s.steps, 1.0, "euler", "simple", positive,
-                                        prompt_set.negative, latent, denoise=1.0)[0]
+            out = common_ksampler(model, s.seed, s.steps, 1.0, "euler", "simple", positive, prompt_set.negative, latent,
+                                  denoise=1.0)[0]
             images.append(vae.decode(out["samples"])[:1].float().cpu())
         return torch.cat(images)
 
@@ -83,6 +85,5 @@ def labelled_grid(rows, labels, max_tile: int = 384) -> torch.Tensor:
     for r, (images, label) in enumerate(zip(rows, labels)):
         draw.text((8, r * th + th // 2 - 8), label, fill=(230, 230, 230), font=font)
         for c, im in enumerate(images):
-            tile = Image.fromarray((im.clamp(0, 1).numpy() * 255).round().astype(np.uint8)).resize((tw, th), Image.LANCZOS)
-            canvas.paste(tile, (label_w + c * tw, r * th))
-    return torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255.0)[None]
+            canvas.paste(to_pil(im).resize((tw, th), Image.LANCZOS), (label_w + c * tw, r * th))
+    return to_tensor(canvas)

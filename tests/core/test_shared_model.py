@@ -1,11 +1,10 @@
 """Training never changes the MODEL it was given: sampling is bit-identical before and after a run (also after an
 Interrupt), and no adapter modules, attributes, weight functions or patches are left on the shared model."""
-import importlib
-
 import pytest
 import torch
 
 import training_data
+from recording import RecordingHooks
 
 
 def _sample(model, clip):
@@ -42,48 +41,41 @@ def _assert_clean(before, after):
         assert torch.equal(after["params"][k], v), k
 
 
-def test_sampling_identical_after_training(comfy, pack):
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    model, examples = training_data.model_and_examples(comfy, pack)
+def test_sampling_identical_after_training(comfy, core):
+    model, examples = training_data.model_and_examples(comfy)
     _, clip, _ = training_data.load_models(comfy)
     first = _sample(model, clip)
     before = _snapshot(model)
     with torch.inference_mode():
-        lora = loop.train_flux_lora(model, examples, loop.TrainSettings(steps=4, learning_rate=1e-2))
+        lora = core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(steps=4, learning_rate=1e-2,
+                                                                                 caption_dropout=0.0))
     assert any(v.abs().max() > 0 for k, v in lora.items() if k.endswith("lora_up.weight")), "training changed the LoRA"
     _assert_clean(before, _snapshot(model))
     assert torch.equal(_sample(model, clip), first)
 
 
-def test_interrupt_leaves_model_clean(comfy, pack):
+def test_interrupt_leaves_model_clean(comfy, core):
     import comfy.model_management as mm
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    model, examples = training_data.model_and_examples(comfy, pack)
+    model, examples = training_data.model_and_examples(comfy)
     _, clip, _ = training_data.load_models(comfy)
     first = _sample(model, clip)
     before = _snapshot(model)
-    seen = []
-
-    def interrupt_after_two(step, total, loss, lr):
-        seen.append(step)
-        if step == 2:
-            mm.interrupt_current_processing(True)
-
-    partial = []
+    hooks = RecordingHooks(interrupt_at=2)
     with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
-        loop.train_flux_lora(model, examples, loop.TrainSettings(steps=50, learning_rate=1e-2), on_step=interrupt_after_two,
-                             on_interrupt=partial.append)
-    assert seen == [1, 2]
-    assert len(partial) == 1 and partial[0].info["steps"] == 2 and partial[0].info["planned_steps"] == 50
+        core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(steps=50, learning_rate=1e-2,
+                                                                               caption_dropout=0.0), hooks)
+    assert hooks.steps == [1, 2]
+    partial = hooks.partial
+    assert len(partial) == 1 and partial[0].info.steps_done == 2 and partial[0].info.settings.steps == 50
     assert any(v.abs().max() > 0 for k, v in partial[0].items() if k.endswith("lora_up.weight"))
     _assert_clean(before, _snapshot(model))
     assert torch.equal(_sample(model, clip), first)
 
 
-def test_non_flux_model_is_refused(pack):
+def test_non_flux_model_is_refused(core):
     import comfy.model_base
     import comfy.model_patcher
-    flux_model = importlib.import_module(f"{pack.__name__}.trainer.flux_model")
+    flux_model = core.flux_model
     sdxl = comfy.model_base.SDXL.__new__(comfy.model_base.SDXL)
     torch.nn.Module.__init__(sdxl)
     patcher = comfy.model_patcher.ModelPatcher(sdxl, load_device="cpu", offload_device="cpu")
@@ -91,23 +83,22 @@ def test_non_flux_model_is_refused(pack):
         flux_model.flux_info(patcher)
 
 
-def test_cancel_from_the_progress_hook_keeps_finished_steps(comfy, pack):
+def test_cancel_from_the_progress_hook_keeps_finished_steps(comfy, core):
     """In the server, ComfyUI's progress hook itself raises on Cancel: the finished steps are still handed over."""
     import comfy.model_management as mm
     from comfy.utils import set_progress_bar_global_hook
-    loop = importlib.import_module(f"{pack.__name__}.trainer.loop")
-    model, examples = training_data.model_and_examples(comfy, pack)
+    model, examples = training_data.model_and_examples(comfy)
     before = _snapshot(model)
+    hooks = RecordingHooks()
 
     def hook(value, total, preview=None, node_id=None):
         if value == 3:
             raise mm.InterruptProcessingException()
-    partial = []
     set_progress_bar_global_hook(hook)
     try:
         with pytest.raises(mm.InterruptProcessingException), torch.inference_mode():
-            loop.train_flux_lora(model, examples, loop.TrainSettings(steps=20), on_interrupt=partial.append)
+            core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(steps=20, caption_dropout=0.0), hooks)
     finally:
         set_progress_bar_global_hook(None)
-    assert [p.info["steps"] for p in partial] == [3]
+    assert [p.info.steps_done for p in hooks.partial] == [3]
     _assert_clean(before, _snapshot(model))

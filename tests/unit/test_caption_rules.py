@@ -1,25 +1,19 @@
 """AutoCaption plumbing that needs no model: caption modes, sidecar safety, the offline message."""
-import importlib
-
 import pytest
 
 
-def _caption(pack):
-    return importlib.import_module(f"{pack.__name__}.trainer.caption")
-
-
-def test_modes_never_destroy_user_captions_unless_overwrite(pack):
-    c = _caption(pack)
-    assert c.merge_caption("my caption", "auto text", "fill missing") == ("my caption", False)
-    assert c.merge_caption("", "auto text", "fill missing") == ("auto text", True)
-    assert c.merge_caption("my caption.", "auto text", "append") == ("my caption, auto text", True)
-    assert c.merge_caption("", "auto text", "append") == ("auto text", True)
-    assert c.merge_caption("my caption", "auto text", "overwrite") == ("auto text", True)
+def test_modes_never_destroy_user_captions_unless_overwrite(core):
+    c = core.caption
+    assert c.merge_caption("my caption", "auto text", "fill missing") == "my caption"
+    assert c.merge_caption("", "auto text", "fill missing") == "auto text"
+    assert c.merge_caption("my caption.", "auto text", "append") == "my caption, auto text"
+    assert c.merge_caption("", "auto text", "append") == "auto text"
+    assert c.merge_caption("my caption", "auto text", "overwrite") == "auto text"
     assert not c.needs_caption("x", "fill missing") and c.needs_caption("", "fill missing") and c.needs_caption("x", "append")
 
 
-def test_sidecars_are_not_clobbered(pack, tmp_path):
-    c = _caption(pack)
+def test_sidecars_are_not_clobbered(core, tmp_path):
+    c = core.caption
     image = tmp_path / "photo.png"
     (tmp_path / "photo.txt").write_text("mine")
     assert "kept" in c.write_sidecar(image, ".txt", "auto", overwrite=False)
@@ -30,9 +24,9 @@ def test_sidecars_are_not_clobbered(pack, tmp_path):
     assert (tmp_path / "new.caption").read_text() == "hello\n"
 
 
-def test_missing_model_offline_says_what_to_put_where(pack, tmp_path, monkeypatch):
+def test_missing_model_offline_says_what_to_put_where(core, tmp_path, monkeypatch):
     import huggingface_hub
-    c = _caption(pack)
+    c = core.caption
 
     def offline(**kwargs):
         raise OSError("no connection to the hub")

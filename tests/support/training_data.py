@@ -27,10 +27,21 @@ def image_batch(comfy):
                         for f in files])
 
 
-def model_and_examples(comfy, pack):
-    dataset = importlib.import_module(f"{pack.__name__}.trainer.examples")
+def _trainer(module):
+    import harness
+    return importlib.import_module(f"{harness.loaded_pack().__name__}.trainer.{module}")
+
+
+def dataset(comfy):
+    """The synthetic images and their captions as a FLUX_DATASET."""
+    ds = _trainer("dataset")
+    return ds.dataset_from_images(image_batch(comfy), images.CAPTIONS)
+
+
+def model_and_examples(comfy):
+    ex = _trainer("examples")
     model, clip, vae = load_models(comfy)
     if "examples" not in _CACHE:
         with torch.inference_mode():
-            _CACHE["examples"] = dataset.encode_examples(model, clip, vae, image_batch(comfy), images.CAPTIONS)
+            _CACHE["examples"] = ex.Encoder(model, clip, vae).examples(ex.sources_from_dataset(dataset(comfy)))
     return model, _CACHE["examples"]

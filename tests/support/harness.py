@@ -55,6 +55,15 @@ def setup(root: Path):
     return _STATE
 
 
+def loaded_pack():
+    """The pack as ComfyUI loaded it (the copy the executor runs), e.g. for importlib.import_module(f"{pack.__name__}.trainer.loop")."""
+    import sys
+
+    import nodes
+    node_module = nodes.NODE_CLASS_MAPPINGS["FluxLoRA_Train"].__module__  # <pack>.nodes.train
+    return sys.modules[node_module.rsplit(".", 2)[0]]
+
+
 def run(prompt: dict):
     """Validates and executes an API-format prompt; returns (executor, server). Raises on validation errors."""
     import execution

@@ -12,13 +12,17 @@ import pytest
 import browser
 import workflow_swaps
 
-pytestmark = pytest.mark.skipif(not browser.available(), reason="needs Debian chromium + playwright (tests/setup_env.sh)")
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
-DOCS = Path(__file__).resolve().parent.parent / "docs"
+pytestmark = pytest.mark.browser
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    if not browser.available():
+        pytest.fail("The browser tests need Debian's chromium and playwright: run tests/setup_env.sh "
+                    "(or deselect them with -m 'not browser').")
     root = tmp_path_factory.mktemp("frontend")
     browser.prepare_root(root)
     with browser.comfyui_server(root) as url:
@@ -77,6 +81,13 @@ def test_ui_workflow_in_the_browser(server):
         alerts = page.evaluate("() => [...document.querySelectorAll('.p-toast-message, [role=alert]')].map(e => e.innerText)")
         assert not [a for a in alerts if "Invalid workflow" in a or "missing" in a.lower()], alerts
 
+        # picking a preset fills steps / learning rate / rank on the node
+        picked = page.evaluate("""() => { const n = app.graph.getNodeById(8); const w = n.widgets.find(x => x.name === 'preset');
+            w.value = 'fast test'; w.callback(w.value);
+            const v = Object.fromEntries(n.widgets.map(x => [x.name, x.value]));
+            return [v.steps, v.learning_rate, v.rank]; }""")
+        assert picked == [250, 0.0004, 8], picked
+
         page.evaluate(SWAP_JS, {"values": workflow_swaps.TINY_VALUES, "folder": "photos", "prefix": "flux_lora/browser"})
         page.evaluate("async () => { await app.queuePrompt(0); }")
         page.wait_for_timeout(1000)
@@ -109,6 +120,41 @@ def test_ui_workflow_in_the_browser(server):
         assert rebuilt == {"loss": 4, "samples": 2}, "the chart history survives a page reload"
 
 
+def test_workflow_saved_with_the_first_node_layout_is_migrated(server):
+    """A workflow saved before the settings moved (22 widgets on Flux LoRA Train, 'repeats' on Dataset Loader) loads
+    with the same training: the old values land on a new, connected Advanced Settings node; and it runs."""
+    url, _ = server
+    old = json.loads((SUPPORT / "data" / "flux_lora_trainer_first_layout.json").read_text())
+    with browser.browser_page(url) as page:
+        page.evaluate("async (g) => { await app.loadGraphData(g, true, true, 'old_layout'); }", old)
+        page.wait_for_timeout(500)
+        prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+        assert not page.errors, page.errors
+    train = prompt["8"]["inputs"]
+    assert {k: v for k, v in train.items() if not isinstance(v, list)} == {
+        "preset": "balanced", "steps": 2000, "learning_rate": 0.0002, "rank": 16, "seed": 0}
+    assert train["dataset"] == ["6", 0] and train["sample_settings"] == ["7", 0] and train["model"] == ["1", 0]
+    advanced = prompt[train["advanced"][0]]
+    assert advanced["class_type"] == "FluxLoRA_AdvancedSettings"
+    assert advanced["inputs"] == {"alpha": 16, "optimizer": "adamw8bit", "scheduler": "constant", "warmup_steps": 100,
+                                  "batch_size": 1, "grad_accumulation": 1, "max_grad_norm": 1, "sigma_sampling": "sigmoid",
+                                  "sigma_shift": 3.1582, "loss_weighting": "none", "caption_dropout": 0.05,
+                                  "train_guidance": 1, "gradient_checkpointing": "on", "targets": "all linear",
+                                  "blocks": "all", "lora_dropout": 0, "use_dora": "off"}
+    assert "repeats" not in prompt["4"]["inputs"]
+    advanced["inputs"]["warmup_steps"] = 0  # the tiny run has 4 steps
+    api = workflow_swaps.tiny_api(prompt, "photos", "flux_lora/migrated")
+    result = _post_and_wait(url, api)
+    assert result["status"]["status_str"] == "success", result["status"]
+    assert result["outputs"]["8"]["checkpoints"] == [2, 4]
+
+
+def _post_and_wait(url, api):
+    req = urllib.request.Request(f"{url}/prompt", data=json.dumps({"prompt": api}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    return _wait_history(url, json.loads(urllib.request.urlopen(req, timeout=30).read())["prompt_id"])
+
+
 def test_api_workflow_over_http(server):
     url, _ = server
     api = workflow_swaps.tiny_api(json.loads((WORKFLOWS / "api" / "flux_lora_trainer_captioned_folder.json").read_text()),
@@ -127,8 +173,8 @@ def test_chart_survives_a_reload_mid_run(server):
     url, _ = server
     api = workflow_swaps.tiny_api(json.loads((WORKFLOWS / "api" / "flux_lora_trainer_captioned_folder.json").read_text()),
                                   "photos", "flux_lora/midrun")
-    api["8"]["inputs"].update(steps=40, samples=None)
-    del api["8"]["inputs"]["samples"]
+    api["8"]["inputs"]["steps"] = 40
+    del api["8"]["inputs"]["sample_settings"]
     with browser.browser_page(url) as page:
         req = urllib.request.Request(f"{url}/prompt", data=json.dumps({"prompt": api}).encode(),
                                      headers={"Content-Type": "application/json"})

@@ -9,7 +9,7 @@ import harness
 import photo_folder
 import workflow_swaps
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 NAMES = ["flux_lora_trainer", "flux_lora_trainer_captioned_folder"]
 
 

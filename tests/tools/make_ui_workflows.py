@@ -8,9 +8,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "support"))
 
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
 NOTES = {
     "flux_lora_trainer": [
@@ -20,12 +20,15 @@ NOTES = {
          "2. Pick a unique trigger word (Trigger Word node), e.g. mytoken_artstyle.\n"
          "3. Models: flux1-dev in models/diffusion_models (weight_dtype fp8_e4m3fn below 24 GB),\n"
          "   clip_l + t5xxl in models/text_encoders, ae.safetensors in models/vae.\n"
-         "4. Queue. Watch the loss chart and the samples every 250 steps on the Flux LoRA Train node.\n"
+         "4. Pick a preset on Flux LoRA Train (balanced / subject / style / fast test) and Queue.\n"
+         "   Watch the loss chart and the samples every 250 steps on the Flux LoRA Train node.\n"
          "   The LoRA lands in models/loras/flux_lora/ and is rendered once more at the end."),
-        ("Recommended settings",
-         "images: 10-30, resolution 1024\nrank 16-32 (alpha = rank)\nlearning rate 1e-4 to 4e-4 (2e-4 here, adamw8bit)\n"
-         "steps: ~1500-2500 (about 100 per image)\nsigma sampling: sigmoid; guidance 1.0 while training\n"
-         "caption dropout 0.05 keeps the LoRA usable without the trigger\n"
+        ("Settings",
+         "The preset fills every setting; steps, learning rate and rank on the node follow it.\n"
+         "images: 10-30, resolution 1024, about 100 steps per image\n"
+         "rank 16 (32 for detailed styles); learning rate 1e-4 (up to 4e-4)\n"
+         "Flux LoRA Advanced Settings: anything not left at 'preset' replaces the preset's value\n"
+         "(optimizer, schedule, noise sampling, caption dropout, targets, DoRA ...).\n"
          "Samples (Test Sampler): 20 Euler steps, guidance 3.5, fixed seed -> comparable checkpoints."),
     ],
     "flux_lora_trainer_captioned_folder": [
@@ -33,7 +36,7 @@ NOTES = {
          "For a folder where every image already has a caption file (photo1.png + photo1.txt).\n"
          "No Auto Caption: the report lists any image without a caption.\n"
          "Trigger Word adds your trigger to every caption (never twice).\n"
-         "Recommended: rank 16-32, lr 1e-4 to 4e-4, 1500-2500 steps at 1024."),
+         "Pick a preset on Flux LoRA Train; steps, learning rate and rank follow it."),
     ],
 }
 

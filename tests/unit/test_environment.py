@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parents[1] / "support"
 
 
 def test_missing_comfyui_is_an_error_with_instructions(tmp_path):

@@ -1,36 +1,30 @@
 """AutoCaption with tiny random Florence-2 / Qwen2.5-VL models of the real transformers architectures, loaded
 by the real loading code from ComfyUI's models/captioners folder. Checks the plumbing, not the words."""
 import gc
-import importlib
-import shutil
+from dataclasses import replace
 
 import pytest
 
 import photo_folder
 
 
-def _node(pack):
-    return importlib.import_module(f"{pack.__name__}.nodes.caption").AutoCaption
-
-
-def _dataset(comfy, pack, name):
+def _dataset(comfy, core, name):
     folder = photo_folder.write_photo_folder(comfy["root"] / "input" / name)
-    ds_mod = importlib.import_module(f"{pack.__name__}.trainer.dataset")
-    return folder, ds_mod.load_folder(str(folder), "", resolution=512)
+    return folder, core.dataset.load_folder(str(folder), [], resolution=512)
 
 
-def _run(pack, dataset, model, mode, sidecars=False, batch_size=2):
-    out = _node(pack).execute(dataset=dataset, model=model, mode=mode, florence_task="<CAPTION>",
+def _run(pack_nodes, dataset, model, mode, sidecars=False, batch_size=2):
+    out = pack_nodes.caption.AutoCaption.execute(dataset=dataset, model=model, mode=mode, florence_task="<CAPTION>",
                               qwen_prompt="Describe the image.", batch_size=batch_size, max_new_tokens=12,
                               write_sidecars=sidecars)
     return out.result[0], out.result[1]
 
 
-def test_fill_missing_only_captions_uncaptioned_and_unloads(comfy, pack, captioners):
-    caption = importlib.import_module(f"{pack.__name__}.trainer.caption")
-    folder, ds = _dataset(comfy, pack, "cap_fill")
+def test_fill_missing_only_captions_uncaptioned_and_unloads(comfy, core, pack_nodes, captioners):
+    caption = core.caption
+    folder, ds = _dataset(comfy, core, "cap_fill")
     before = {im.name: im.caption for im in ds.images}
-    out, report = _run(pack, ds, "tiny-florence2", "fill missing", sidecars=True)
+    out, report = _run(pack_nodes, ds, "tiny-florence2", "fill missing", sidecars=True)
     after = {im.name: im for im in out.images}
     assert after["coffee.webp"].caption and after["coffee.webp"].caption_source == "auto"
     for name in ("astronaut.png", "chelsea.jpg", "rocket.png"):
@@ -44,35 +38,34 @@ def test_fill_missing_only_captions_uncaptioned_and_unloads(comfy, pack, caption
 
 
 @pytest.mark.parametrize("model", ["tiny-florence2", "tiny-qwen25vl"])
-def test_overwrite_and_append(comfy, pack, captioners, model):
-    folder, ds = _dataset(comfy, pack, f"cap_modes_{model}")
-    over, _ = _run(pack, ds, model, "overwrite", sidecars=True, batch_size=3)
+def test_overwrite_and_append(comfy, core, pack_nodes, captioners, model):
+    folder, ds = _dataset(comfy, core, f"cap_modes_{model}")
+    over, _ = _run(pack_nodes, ds, model, "overwrite", sidecars=True, batch_size=3)
     assert all(im.caption and im.caption_source == "auto" for im in over.images)
     assert [im.caption for im in over.images] != [im.caption for im in ds.images]
     assert (folder / "astronaut.txt").read_text().strip() == over.images[0].caption  # overwrite mode replaces files
-    appended, _ = _run(pack, ds, model, "append")
+    appended, _ = _run(pack_nodes, ds, model, "append")
     astro = appended.images[0]
     assert astro.caption.startswith(ds.images[0].caption + ", ") and len(astro.caption) > len(ds.images[0].caption) + 2
     assert astro.caption_source == "file+auto"
 
 
-def test_nothing_to_caption_loads_no_model(comfy, pack, captioners, monkeypatch):
-    caption_node = importlib.import_module(f"{pack.__name__}.nodes.caption")
-    _, ds = _dataset(comfy, pack, "cap_none")
-    full = ds.with_images([type(im)(im.name, im.sha256, im.pixels, im.caption or "given", "file") for im in ds.images])
-    monkeypatch.setattr(caption_node, "Captioner", lambda *a, **k: pytest.fail("no captioner should load"))
-    out, report = _run(pack, full, "tiny-florence2", "fill missing")
-    assert out.captions() == full.captions() and "captioned 0 of 4" in report
+def test_nothing_to_caption_loads_no_model(comfy, core, pack_nodes, captioners, monkeypatch):
+    _, ds = _dataset(comfy, core, "cap_none")
+    full = ds.with_images([replace(im, caption=im.caption or "given", caption_source="file") for im in ds.images])
+    monkeypatch.setattr(core.caption, "Captioner", lambda *a, **k: pytest.fail("no captioner should load"))
+    out, report = _run(pack_nodes, full, "tiny-florence2", "fill missing")
+    assert [im.caption for im in out.images] == [im.caption for im in full.images] and "captioned 0 of 4" in report
 
 
-def test_interrupt_stops_captioning_and_unloads(comfy, pack, captioners):
+def test_interrupt_stops_captioning_and_unloads(comfy, core, pack_nodes, captioners):
     import comfy.model_management as mm
-    caption = importlib.import_module(f"{pack.__name__}.trainer.caption")
-    _, ds = _dataset(comfy, pack, "cap_interrupt")
+    caption = core.caption
+    _, ds = _dataset(comfy, core, "cap_interrupt")
     mm.interrupt_current_processing(True)
     try:
         with pytest.raises(mm.InterruptProcessingException):
-            _run(pack, ds, "tiny-florence2", "overwrite")
+            _run(pack_nodes, ds, "tiny-florence2", "overwrite")
     finally:
         mm.interrupt_current_processing(False)
     gc.collect()

@@ -1,0 +1,72 @@
+"""Every declared training setting changes the run: a short run with the setting changed gives other losses or other
+LoRA weights than the same run without the change. A setting whose effect is limited ('only' in its declaration) is
+checked where it applies. A new setting without a probe here fails the suite."""
+import pytest
+import torch
+
+import training_data
+
+BASE = dict(steps=3, learning_rate=1e-2, rank=4, seed=0, caption_dropout=0.0)
+# setting -> (its value in the probe run, other settings both runs use)
+PROBES = {
+    "steps": (4, {}),
+    "learning_rate": (2e-2, {}),
+    "rank": (8, {}),
+    "seed": (1, {}),
+    "alpha": (2.0, {}),
+    "optimizer": ("adafactor", {}),
+    "scheduler": ("linear", {}),
+    "warmup_steps": (2, {}),
+    "batch_size": (2, {}),
+    "grad_accumulation": (2, {}),
+    "max_grad_norm": (0.01, {}),
+    "sigma_sampling": ("uniform", {}),
+    "sigma_shift": (1.5, {"sigma_sampling": "shift"}),
+    "loss_weighting": ("cosmap", {}),
+    "caption_dropout": (0.9, {}),
+    "train_guidance": (3.5, {}),
+    "targets": ("attention", {}),
+    "blocks": ("double 0", {}),
+    "lora_dropout": (0.5, {}),
+    "use_dora": (True, {}),
+}
+MEMORY_ONLY = {"gradient_checkpointing"}  # proven below to change memory use, not results
+
+
+def test_every_declared_setting_has_a_probe(core):
+    declared = {name for name, *_ in core.settings.declared()}
+    assert set(PROBES) | MEMORY_ONLY == declared, "add a probe for: " + ", ".join(sorted(declared - set(PROBES) - MEMORY_ONLY))
+    for name, _, _, meta in core.settings.declared():
+        assert (name in MEMORY_ONLY) == (meta["only"] == "memory and speed"), name
+
+
+def _run(comfy, core, tmp_path, **settings):
+    model, clip, vae = training_data.load_models(comfy)
+    with torch.inference_mode():
+        out = core.run.train_run(model, clip, vae, training_data.dataset(comfy), core.settings.TrainSettings(**settings),
+                                 cache_root=str(tmp_path / "cache"))
+    return out.lora
+
+
+@pytest.mark.parametrize("name", sorted(PROBES))
+def test_setting_changes_the_run(comfy, core, tmp_path, name):
+    value, context = PROBES[name]
+    base = _run(comfy, core, tmp_path, **{**BASE, **context})
+    probe = _run(comfy, core, tmp_path, **{**BASE, **context, name: value})
+    same_weights = base.keys() == probe.keys() and all(torch.equal(base[k], probe[k]) for k in base)
+    assert probe.losses != base.losses or not same_weights, f"{name}={value!r} changed nothing"
+
+
+def test_gradient_checkpointing_changes_memory_not_results(comfy, core, tmp_path, monkeypatch):
+    """Checkpointing recomputes each block in backward (fewer saved activations); the LoRA is the same up to float
+    rounding."""
+    calls = []
+    original = core.blocks.checkpoint
+    monkeypatch.setattr(core.blocks, "checkpoint", lambda *a, **k: calls.append(1) or original(*a, **k))
+    on = _run(comfy, core, tmp_path, **BASE, gradient_checkpointing=True)
+    used_with = len(calls)
+    off = _run(comfy, core, tmp_path, **BASE, gradient_checkpointing=False)
+    assert used_with == 3 * 4 and len(calls) == used_with  # 4 blocks x 3 steps with it; none without
+    torch.testing.assert_close(torch.tensor(on.losses), torch.tensor(off.losses), rtol=1e-5, atol=1e-6)
+    for k in on:
+        torch.testing.assert_close(on[k], off[k], rtol=1e-4, atol=1e-6)

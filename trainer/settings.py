@@ -1,0 +1,141 @@
+"""Every training setting, declared once: type, default, range or choices, and its help text.
+
+The train node's widgets and tooltips, the advanced-settings node, the presets, the saved file's metadata, the README's
+settings table and the tests are all derived from :class:`TrainSettings`. To add a setting, add a field here (and a
+probe in tests/core/test_settings_effects.py, which proves that every setting changes the run).
+"""
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from .lora import TARGET_PRESETS, LoraSettings
+from .objective import DEFAULT_SHIFT, LOSS_WEIGHTINGS, SIGMA_SAMPLERS
+from .optim import OPTIMIZERS, SCHEDULERS
+
+
+def setting(default, help: str, *, min=None, max=None, step=None, choices=None, basic=False, only=""):
+    """A declared setting. ``basic``: shown on the train node itself (the rest sit on the advanced-settings node).
+    ``only``: the setting's effect is limited to this, and the effect test checks it there."""
+    return field(default=default, metadata={"help": help, "min": min, "max": max, "step": step, "choices": choices,
+                                            "basic": basic, "only": only})
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int = setting(1500, "Optimizer steps. About 100 per training image; 1000-2500 suits 10-30 images.",
+                         min=1, max=100_000, basic=True)
+    learning_rate: float = setting(1e-4, "Step size. 1e-4 to 4e-4 is typical for rank 16-32 with AdamW; lower it if "
+                                         "samples 'burn' early.", min=1e-7, max=1.0, step=1e-6, basic=True)
+    rank: int = setting(16, "LoRA rank: capacity and file size (rank 16 is ~80 MB in bf16). 16 for a subject, 32 for a "
+                            "detailed style.", min=1, max=256, basic=True)
+    seed: int = setting(0, "Seeds the LoRA init, noise, noise levels, caption dropout and image order: the same seed "
+                           "and settings give the same LoRA, byte for byte.", min=0, max=0xFFFFFFFFFFFFFFFF, basic=True)
+    alpha: float = setting(0.0, "LoRA alpha; the update is scaled by alpha/rank. 0 means alpha = rank (scale 1), which "
+                                "keeps the effective learning rate when you change the rank.", min=0.0, max=1024.0,
+                           step=0.5)
+    optimizer: str = setting("adamw", "adamw: reliable default. adamw8bit (bitsandbytes): 8-bit optimizer state. "
+                                      "adafactor: least optimizer memory.", choices=OPTIMIZERS)
+    scheduler: str = setting("constant", "Learning-rate schedule after the warmup (transformers' implementations).",
+                             choices=SCHEDULERS)
+    warmup_steps: int = setting(0, "Linear learning-rate warmup from 0, in steps (~5% of the steps is common with "
+                                   "cosine).", min=0, max=100_000)
+    batch_size: int = setting(1, "Images per forward pass; each keeps its own caption. More needs more VRAM.",
+                              min=1, max=64)
+    grad_accumulation: int = setting(1, "Batches summed per optimizer step (effective batch = batch_size x this).",
+                                     min=1, max=1024)
+    max_grad_norm: float = setting(1.0, "Gradient clipping norm; 0 disables clipping.", min=0.0, max=100.0, step=0.1)
+    sigma_sampling: str = setting("sigmoid", "How noise levels are drawn: sigmoid = sigmoid(N(0,1)) (ai-toolkit, "
+                                             "x-flux); shift = sigmoid, then shifted by sigma_shift toward more noise "
+                                             "(kohya, FluxGym); flux_shift = shifted by FLUX's resolution-dependent "
+                                             "shift; uniform.", choices=SIGMA_SAMPLERS)
+    sigma_shift: float = setting(DEFAULT_SHIFT, "The shift of sigma_sampling 'shift' (3.1582 = FLUX's own shift at "
+                                                "1024 px).", min=0.1, max=20.0, step=0.0001,
+                                 only="sigma_sampling 'shift'")
+    loss_weighting: str = setting("none", "Per-noise-level loss weight: none (plain velocity MSE, what FLUX trainers "
+                                          "use), sigma_sqrt, cosmap (SD3's schemes).", choices=LOSS_WEIGHTINGS)
+    caption_dropout: float = setting(0.05, "Share of samples trained with an empty caption: keeps the LoRA working "
+                                           "without its trigger. 0.05-0.1 is common; 0 disables.",
+                                     min=0.0, max=0.9, step=0.01)
+    train_guidance: float = setting(1.0, "FLUX.1-dev's guidance embedding while training. 1.0 is what ai-toolkit, "
+                                         "kohya and SimpleTuner train dev LoRAs with (samples still use 3.5).",
+                                    min=0.0, max=10.0, step=0.1)
+    gradient_checkpointing: bool = setting(True, "Recompute block activations in the backward pass: far less VRAM, "
+                                                 "one extra forward pass per step (~30% more compute). Results are the same either way.",
+                                           only="memory and speed")
+    targets: str = setting("all linear", "Layers that get LoRA: 'all linear' (every Linear of the double and single "
+                                         "blocks, kohya's set) or 'attention' (attention projections; single blocks' "
+                                         "fused linear1/linear2).", choices=tuple(TARGET_PRESETS))
+    blocks: str = setting("all", "Which blocks train: 'all', or e.g. 'double 0-18, single 0-37', 'single 7-20'.")
+    lora_dropout: float = setting(0.0, "Dropout on the LoRA input (regularisation; 0 is the usual choice).",
+                                  min=0.0, max=0.9, step=0.01)
+    use_dora: bool = setting(False, "DoRA (weight-decomposed LoRA). Needs an unquantized (bf16) model; the file is "
+                                    "saved in kohya format.")
+
+    def __post_init__(self):
+        problems = []
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if meta["choices"] is not None and value not in meta["choices"]:
+                problems.append(f"{f.name} must be one of {list(meta['choices'])}, not {value!r}")
+            if meta["min"] is not None and value < meta["min"]:
+                problems.append(f"{f.name} must be at least {meta['min']}, not {value}")
+            if meta["max"] is not None and value > meta["max"]:
+                problems.append(f"{f.name} must be at most {meta['max']}, not {value}")
+        if self.warmup_steps >= self.steps and self.warmup_steps > 0:
+            problems.append(f"warmup_steps ({self.warmup_steps}) must be fewer than steps ({self.steps})")
+        if problems:
+            raise ValueError("Invalid training settings: " + "; ".join(problems) + ".")
+
+    @property
+    def effective_alpha(self) -> float:
+        return float(self.alpha) if self.alpha > 0 else float(self.rank)
+
+    @property
+    def lora(self) -> LoraSettings:
+        return LoraSettings(rank=self.rank, alpha=self.effective_alpha, dropout=self.lora_dropout,
+                            use_dora=self.use_dora, targets=self.targets, blocks=self.blocks)
+
+    def with_changes(self, **changes) -> "TrainSettings":
+        unknown = sorted(set(changes) - {f.name for f in fields(self)})
+        if unknown:
+            raise ValueError(f"Unknown training settings: {', '.join(unknown)}.")
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_preset(cls, preset: str, **changes) -> "TrainSettings":
+        if preset not in PRESETS:
+            raise ValueError(f"Unknown preset '{preset}'; choose one of {list(PRESETS)}.")
+        return cls(**PRESETS[preset]).with_changes(**changes)
+
+
+def declared() -> list:
+    """(name, type, default, metadata) of every setting, in declaration order."""
+    return [(f.name, f.type, f.default, f.metadata) for f in fields(TrainSettings)]
+
+
+def basic_names() -> list:
+    return [name for name, _, _, meta in declared() if meta["basic"]]
+
+
+def advanced_names() -> list:
+    return [name for name, _, _, meta in declared() if not meta["basic"]]
+
+
+# Starting points, each a complete set of settings (what is not listed keeps the TrainSettings default). Sources:
+# ai-toolkit's FLUX example config (1e-4, rank 16, sigmoid, caption dropout 0.05), kohya's recommended FLUX settings
+# (shift 3.1582, guidance 1.0), ai-toolkit's Gradio UI for the quick run (1000 steps at 4e-4), SimpleTuner's caption
+# dropout 0.1. The README's settings table lists them (tests check that it matches).
+PRESETS = {
+    "balanced": {},
+    "subject / likeness": {"sigma_sampling": "shift"},
+    "style": {"steps": 2000, "rank": 32, "caption_dropout": 0.1},
+    "fast test": {"steps": 250, "learning_rate": 4e-4, "rank": 8, "caption_dropout": 0.0},
+}
+PRESET_NOTES = {
+    "balanced": "a safe start for most subjects and styles",
+    "subject / likeness": "a person, pet or object: more training at high noise, where shape and identity form",
+    "style": "an artistic style: rank 32 for detail, more steps, more caption dropout",
+    "fast test": "checks a setup in minutes; not a finished LoRA",
+}
+DEFAULT_PRESET = "balanced"
