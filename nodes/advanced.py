@@ -20,7 +20,7 @@ class AdvancedSettings(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, **widgets) -> io.NodeOutput:
+    def execute(cls, **widgets) -> io.NodeOutput:  # only the inputs present: older workflows may lack newer ones
         overrides = overrides_from_widgets(widgets)
         TrainSettings().with_changes(**overrides)  # bad values are reported here, on this node
         return io.NodeOutput(overrides)

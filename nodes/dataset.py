@@ -4,8 +4,9 @@ import os
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..trainer.comfy_features import dataset_roots
-from ..trainer.dataset import CROP_MODES, SMALL_IMAGE_POLICIES, load_folder, preview_grid, report, resolve_folder
+from ..trainer.comfy_features import dataset_roots, server_is_local
+from ..trainer.dataset import preview_grid, report
+from ..trainer.folder import CROP_MODES, SMALL_IMAGE_POLICIES, load_folder, resolve_folder
 from .types import FLUX_DATASET
 
 
@@ -25,9 +26,9 @@ class DatasetLoader(io.ComfyNode):
                         "reported and skipped, never fatal.",
             inputs=[
                 io.String.Input("folder", default="lora_dataset",
-                                tooltip="Absolute path, or the name of a folder in ComfyUI's input directory (or, on "
-                                        "ComfyUI 0.30 and newer, in its datasets directory). A wrong name shows the "
-                                        "folders that are there."),
+                                tooltip="The name of a folder in ComfyUI's input directory (or, on ComfyUI 0.30 and "
+                                        "newer, its datasets directory), or an absolute path (only on a ComfyUI that "
+                                        "does not --listen to other machines). A wrong name shows the folders there."),
                 io.Combo.Input("resolution", options=["512", "768", "1024"], default="1024",
                                tooltip="Training resolution. FLUX.1-dev trains best at 1024."),
                 io.Combo.Input("crop", options=list(CROP_MODES), default=CROP_MODES[0],
@@ -51,14 +52,16 @@ class DatasetLoader(io.ComfyNode):
     def fingerprint_inputs(cls, folder, **kwargs):
         # re-read when the folder's files change, even if the inputs did not
         try:
-            path = resolve_folder(folder, _roots())
+            path = resolve_folder(folder, _roots(), server_is_local())
         except ValueError:
             return folder
-        return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)]
+        return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)
+                if os.path.exists(e.path)]
 
     @classmethod
     def execute(cls, folder, resolution, crop, caption_extension, small_images) -> io.NodeOutput:
-        dataset = load_folder(folder, _roots(), int(resolution), crop, caption_extension, small_images)
+        dataset = load_folder(folder, _roots(), int(resolution), crop, caption_extension, small_images,
+                              allow_outside=server_is_local())
         text = report(dataset)
         grid = preview_grid(dataset)
         return io.NodeOutput(dataset, grid, text, ui=ui.PreviewText(text))

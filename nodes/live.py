@@ -2,8 +2,8 @@
 the chart and picking a preset fills the node's widgets.
 
 Events (``PromptServer.send_sync``): ``fluxlora.progress`` {node, step, total, loss, lr, it_s, eta_s} after each
-step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint, ``fluxlora.done``
-{node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
+step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint, ``fluxlora.validation``
+{node, step, loss}, ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
 settings. Headless runs (no server) simply skip the events.
 """
 import os
@@ -14,7 +14,7 @@ import folder_paths
 from ..trainer.run import RunHooks
 from ..trainer.settings import PRESETS, TrainSettings
 
-HISTORY = {}  # node id -> {"total", "steps", "loss", "lr", "samples", "done"}
+HISTORY = {}  # node id -> {"total", "steps", "loss", "lr", "validation", "samples", "done"}
 MAX_NODES = 16
 
 
@@ -40,7 +40,8 @@ class LiveRun(RunHooks):
         self.t0 = time.perf_counter()
         if len(HISTORY) >= MAX_NODES and self.node not in HISTORY:
             HISTORY.pop(next(iter(HISTORY)))
-        HISTORY[self.node] = {"total": total, "steps": [], "loss": [], "lr": [], "samples": [], "done": False}
+        HISTORY[self.node] = {"total": total, "steps": [], "loss": [], "lr": [], "validation": [], "samples": [],
+                              "done": False}
 
     def on_step(self, step, total, loss, lr):
         h = HISTORY[self.node]
@@ -51,6 +52,10 @@ class LiveRun(RunHooks):
         it_s = step / elapsed if elapsed > 0 else 0.0
         _send("fluxlora.progress", {"node": self.node, "step": step, "total": total, "loss": float(loss), "lr": float(lr),
                                     "it_s": it_s, "eta_s": (total - step) / it_s if it_s > 0 else None})
+
+    def on_validation(self, step, loss):
+        HISTORY[self.node]["validation"].append([step, float(loss)])
+        _send("fluxlora.validation", {"node": self.node, "step": step, "loss": float(loss)})
 
     def on_samples(self, step, grid):
         folder = folder_paths.get_temp_directory()

@@ -2,6 +2,7 @@
 import torch
 from comfy_api.latest import io, ui
 
+from ..trainer.flux_model import check_clip, check_vae, flux_info
 from ..trainer.result import TrainedLoRA
 from ..trainer.sampling import PromptSet, SampleSettings, labelled_grid, parse_prompts, render
 from .types import FLUX_SAMPLE_SETTINGS, LORA_MODEL
@@ -55,6 +56,9 @@ class TestSampler(io.ComfyNode):
             if any(x is not None for x in (model, clip, vae, lora)):
                 raise ValueError("TestSampler: to render now connect model, clip and vae (lora is optional).")
             return io.NodeOutput(settings, torch.zeros(1, 64, 64, 3))
+        flux_info(model)  # a clear message before any sampling for a wrong MODEL / CLIP / VAE
+        check_clip(clip, model)
+        check_vae(vae, model)
         trained = isinstance(lora, TrainedLoRA)
         images = render(model, vae, PromptSet(clip, settings, lora.info.trigger if trained else ""), lora)
         label = f"step {lora.info.steps_done}" if trained else ("LoRA" if lora is not None else "model")

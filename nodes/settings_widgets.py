@@ -22,8 +22,10 @@ def _float_kwargs(meta):
 
 
 def setting_input(name, from_preset=False):
-    """The widget for one declared setting; ``from_preset`` adds the 'use the preset's value' choice."""
+    """The widget for one declared setting; ``from_preset`` adds the 'use the preset's value' choice and makes the input
+    optional (a workflow saved before a setting existed still loads and runs: the missing setting follows the preset)."""
     typ, default, meta = _BY_NAME[name]
+    opt = {"optional": True} if from_preset else {}
     if meta["choices"] is not None or typ is bool:
         options = list(meta["choices"]) if meta["choices"] is not None else ["on", "off"]
         if not from_preset:
@@ -31,17 +33,17 @@ def setting_input(name, from_preset=False):
                 return io.Boolean.Input(name, default=default, tooltip=_tooltip(meta))
             return io.Combo.Input(name, options=options, default=default, tooltip=_tooltip(meta))
         return io.Combo.Input(name, options=[FROM_PRESET, *options], default=FROM_PRESET,
-                              tooltip=_tooltip(meta, " 'preset': the preset's value."))
+                              tooltip=_tooltip(meta, " 'preset': the preset's value."), **opt)
     if typ is str:
         return io.String.Input(name, default="" if from_preset else default,
-                               tooltip=_tooltip(meta, " Empty: the preset's value." if from_preset else ""))
+                               tooltip=_tooltip(meta, " Empty: the preset's value." if from_preset else ""), **opt)
     low = FROM_PRESET_NUMBER if from_preset else meta["min"]
     value = FROM_PRESET_NUMBER if from_preset else default
     extra = " -1: the preset's value." if from_preset else ""
     if typ is int:
-        return io.Int.Input(name, default=value, min=low, max=meta["max"], tooltip=_tooltip(meta, extra))
+        return io.Int.Input(name, default=value, min=low, max=meta["max"], tooltip=_tooltip(meta, extra), **opt)
     return io.Float.Input(name, default=value, min=low, max=meta["max"], tooltip=_tooltip(meta, extra),
-                          **_float_kwargs(meta))
+                          **_float_kwargs(meta), **opt)
 
 
 def overrides_from_widgets(values: dict) -> dict:

@@ -7,28 +7,29 @@ import torch
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..trainer.export import save_to_loras
+from ..trainer.checkpoint import list_runs, runs_root
 from ..trainer.run import train_run
 from ..trainer.settings import DEFAULT_PRESET, PRESET_NOTES, PRESETS, TrainSettings, basic_names
 from .live import LiveRun
 from .settings_widgets import setting_input
 from .types import FLUX_DATASET, FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
 
-INTERRUPTED_PREFIX = "fluxlora_interrupted/lora"
-
-
 def cache_folder():
     """Encoded latents / captions persist here across runs and restarts; safe to delete."""
     return os.path.join(folder_paths.get_user_directory(), "fluxlora_cache")
 
 
+def runs_folder():
+    """Each run's checkpoints (LoRA files LoraLoader lists, and the state to resume from)."""
+    return runs_root(folder_paths.get_folder_paths("loras"), folder_paths.get_output_directory())
+
+
 class _NodeRun(LiveRun):
-    """Live chart events, plus Cancel keeps the work: the LoRA so far goes to loras/fluxlora_interrupted/."""
+    """Live chart events; Cancel keeps the work (the run saves a checkpoint, logged here)."""
 
     def on_interrupt(self, partial):
-        name, _ = save_to_loras(partial, INTERRUPTED_PREFIX)
-        logging.warning(f"Flux LoRA training interrupted after {partial.info.steps_done} steps; saved the LoRA so far "
-                        f"as {name}")
+        logging.warning(f"Flux LoRA training interrupted after {partial.info.steps_done} steps; the LoRA so far and the "
+                        f"training state are in {partial.info.run or 'no run folder'} (resume it with resume: latest)")
 
 
 class FluxLoRATrain(io.ComfyNode):
@@ -55,6 +56,10 @@ class FluxLoRATrain(io.ComfyNode):
                                tooltip=f"Fills every setting ({notes}). Picking one also sets steps, learning rate and "
                                        "rank here to its values."),
                 *[setting_input(name) for name in basic_names()],
+                io.Combo.Input("resume", options=["off", "latest", *list_runs(runs_folder())], default="off", optional=True,
+                               tooltip="Continue a cancelled or finished run from its last checkpoint (run folders in "
+                                       "loras/fluxlora_runs, newest first; 'latest' = the newest). The dataset, model "
+                                       "and settings must be the same; raise steps to train a finished run longer."),
                 FLUX_SAMPLE_SETTINGS.Input("sample_settings", optional=True,
                                            tooltip="Test Sampler settings: render sample images every N steps during "
                                                    "training (shown on the node as soon as they exist)."),
@@ -73,17 +78,20 @@ class FluxLoRATrain(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, dataset, preset, sample_settings=None, advanced=None, **basic) -> io.NodeOutput:
+    def execute(cls, model, clip, vae, dataset, preset, resume="off", sample_settings=None, advanced=None,
+                **basic) -> io.NodeOutput:
         settings = TrainSettings.from_preset(preset, **(advanced or {}), **basic)
         live = _NodeRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps)
         run = train_run(model, clip, vae, dataset, settings, preset=preset, sample_settings=sample_settings,
-                        hooks=live, cache_root=cache_folder())
+                        hooks=live, cache_root=cache_folder(), runs_root=runs_folder(), resume=resume)
         live.finish()
         grid = run.sample_grid if run.sample_grid is not None else torch.zeros(1, 64, 64, 3)
         shown = ui.PreviewImage(run.loss_curve, cls=cls).as_dict()
         if run.sample_grid is not None:
             shown["images"] += ui.PreviewImage(run.sample_grid, cls=cls).as_dict()["images"]
-        shown.update(loss=[round(v, 6) for v in run.lora.losses], checkpoints=run.checkpoints,
+        shown.update(loss=[round(v, 6) for v in run.lora.losses], checkpoints=run.checkpoints, run=[run.lora.info.run],
+                     saved=[os.path.basename(p) for p in run.saved],
+                     validation=[list(v) for v in run.lora.info.validation],
                      encoded=[{"images": run.images_encoded, "captions": run.captions_encoded,
                                "cache_hits": run.cache_hits}])
         return io.NodeOutput(run.lora, run.model, {"loss": list(run.lora.losses)}, run.loss_curve, grid, ui=shown)

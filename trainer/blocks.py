@@ -14,6 +14,7 @@ forward. The first call of each block type is compared with ComfyUI's own block 
 ComfyUI update that changes the block math is caught instead of training a different model.
 """
 import functools
+from contextlib import contextmanager
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -106,21 +107,37 @@ class _BlockPatch:
 
     def __call__(self, args, extra):
         options = dict(args.get("transformer_options") or {})
-        if self.kind == "double":
-            fn = functools.partial(double_block_forward, self.block, attn_mask=args.get("attn_mask"), transformer_options=options)
-            out = self._run(fn, args["img"], args["txt"], args["vec"], args["pe"])
-            if self.verify.pop(self.kind, False):
-                with torch.no_grad():
-                    ref = extra["original_block"]({**args, "img": args["img"].detach().clone(), "txt": args["txt"].detach().clone()})
-                _verify("a double block", out, (ref["img"], ref["txt"]))
-            return {"img": out[0], "txt": out[1]}
-        fn = functools.partial(single_block_forward, self.block, attn_mask=args.get("attn_mask"), transformer_options=options)
-        out = self._run(fn, args["img"], args["vec"], args["pe"])
+        names = ("img", "txt") if self.kind == "double" else ("img",)
+        forward = double_block_forward if self.kind == "double" else single_block_forward
+        fn = functools.partial(forward, self.block, attn_mask=args.get("attn_mask"), transformer_options=options)
+        inputs = [args[n] for n in names] + [args["vec"], args["pe"]]
         if self.verify.pop(self.kind, False):
-            with torch.no_grad():
-                ref = extra["original_block"]({**args, "img": args["img"].detach().clone()})
-            _verify("a single block", (out,), (ref["img"],))
-        return {"img": out}
+            self._check(fn, args, extra, names, inputs)
+        out = self._run(fn, *inputs)
+        return dict(zip(names, out if isinstance(out, tuple) else (out,)))
+
+    def _check(self, fn, args, extra, names, inputs):
+        """Our forward against ComfyUI's own block on the same inputs: no gradients, LoRA dropout off and the random
+        streams untouched, so the check never changes what is trained."""
+        with torch.no_grad(), _dropout_off(self.block):
+            copies = [t.detach().clone() if i < len(names) else t for i, t in enumerate(inputs)]
+            ours = fn(*copies)
+            ref = extra["original_block"]({**args, **{n: t.detach().clone() for n, t in zip(names, inputs)}})
+        _verify(f"a {self.kind} block", ours if isinstance(ours, tuple) else (ours,), tuple(ref[n] for n in names))
+
+
+@contextmanager
+def _dropout_off(module):
+    """Dropout layers (peft's LoRA dropout) in eval mode for the duration; nothing else changes mode (ComfyUI's fp8 ops
+    take another path when not training)."""
+    active = [m for m in module.modules() if isinstance(m, torch.nn.Dropout) and m.training]
+    for m in active:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in active:
+            m.train()
 
 
 def install_training_blocks(patcher, checkpointing: bool):

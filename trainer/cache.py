@@ -6,10 +6,14 @@ folder is always safe.
 """
 import hashlib
 import json
+import logging
 import os
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+
+from .files import write_replacing
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:
@@ -29,37 +33,49 @@ def key(*parts) -> str:
 
 
 class EncodingCache:
+    """Entries are read back only if they hold the expected tensors, finite; anything else is recomputed. A cache
+    that cannot be written (full disk, read-only folder) is a warning: training goes on without it."""
+
     def __init__(self, root: str):
         self.root = root
         self.hits = 0
+        self.write_error = None
 
     def _path(self, kind, k):
         return os.path.join(self.root, kind, k[:2], f"{k}.safetensors")
 
-    def get(self, kind: str, k: str):
+    def get(self, kind: str, k: str, names: tuple):
         path = self._path(kind, k)
-        if os.path.isfile(path):
-            try:
-                value = load_file(path)
-                self.hits += 1
-                return value
-            except Exception:  # a damaged entry is recomputed, never fatal
-                os.remove(path)
-        return None
+        if not os.path.isfile(path):
+            return None
+        try:
+            value = load_file(path)
+        except Exception:
+            value = None
+        if value is None or set(value) != set(names) or not all(torch.isfinite(t).all() for t in value.values()):
+            logging.warning(f"Flux LoRA: cache entry {path} is damaged or holds something else; recomputing it")
+            return None
+        self.hits += 1
+        return value
 
     def put(self, kind: str, k: str, tensors: dict):
-        path = self._path(kind, k)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        save_file({n: t.detach().cpu().contiguous() for n, t in tensors.items()}, tmp)
-        os.replace(tmp, path)  # atomic: readers never see half a file
+        if self.write_error is not None:
+            return
+        try:
+            os.makedirs(os.path.dirname(self._path(kind, k)), exist_ok=True)
+            write_replacing(self._path(kind, k),
+                            safetensors_bytes({n: t.detach().cpu().contiguous() for n, t in tensors.items()}))
+        except OSError as e:
+            self.write_error = e
+            logging.warning(f"Flux LoRA: cannot write the encoding cache in {self.root} ({e}); training continues "
+                            "without caching")
 
 
 class NoCache(EncodingCache):
     def __init__(self):
         super().__init__("")
 
-    def get(self, kind, k):
+    def get(self, kind, k, names):
         return None
 
     def put(self, kind, k, tensors):

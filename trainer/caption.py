@@ -12,6 +12,7 @@ import comfy.model_management as mm
 import comfy.utils
 
 from .dataset import caption_suffix
+from .files import unique_path, write_exclusive, write_replacing
 from .images import to_pil
 
 KNOWN_CAPTIONERS = {  # name in models/captioners -> (Hugging Face repo, architecture)
@@ -136,14 +137,26 @@ def needs_caption(existing: str, mode: str) -> bool:
 
 
 def write_sidecar(image_path: Path, extension: str, caption: str, overwrite: bool) -> str:
-    """Writes the caption next to the image. An existing file is only replaced in overwrite mode."""
+    """Writes the caption next to the image (atomically) and says what happened. An existing file is only replaced in
+    overwrite mode, after a backup copy of it is kept (``<name>.<ext>.bak``, never overwriting an older backup). A file
+    that cannot be written is reported, never raised: the caption is still in the node's output."""
     path = image_path.with_suffix(caption_suffix(extension))
-    if path.exists() and not overwrite:
-        return f"{path.name}: exists, kept (use overwrite mode to replace)"
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(caption + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return f"{path.name}: written"
+    try:
+        backup = ""
+        if path.exists():
+            if not overwrite:
+                return f"{path.name}: exists, kept (use overwrite mode to replace)"
+            old = path.read_bytes()
+            if old.strip() == caption.encode("utf-8").strip():
+                return f"{path.name}: unchanged"
+            kept = unique_path(str(path.parent), path.name, ".bak")
+            if not write_exclusive(kept, old):
+                raise OSError(f"could not keep a backup as {kept}")
+            backup = f" (the old one kept as {os.path.basename(kept)})"
+        write_replacing(str(path), (caption + "\n").encode("utf-8"))
+        return f"{path.name}: written{backup}"
+    except OSError as e:
+        return f"{path.name}: NOT written ({e.strerror or e}); the caption is still used for training"
 
 
 def _folder_bytes(path: Path) -> int:

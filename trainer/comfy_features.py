@@ -41,8 +41,19 @@ def foreign_attention_patches(model_options: dict) -> list:
 
 
 def dataset_roots() -> list:
-    """The ``datasets`` model folders (ComfyUI >= 0.30 registers ``<ComfyUI>/datasets``); empty where there are none."""
+    """Folders training data may come from besides ComfyUI's input folder: ``datasets`` (ComfyUI >= 0.30 registers
+    ``<ComfyUI>/datasets``; extra_model_paths.yaml can add more) and ``fluxlora_datasets`` (extra_model_paths.yaml,
+    for any ComfyUI)."""
     import folder_paths
-    if "datasets" not in folder_paths.folder_names_and_paths:
-        return []
-    return list(folder_paths.get_folder_paths("datasets"))
+    roots = []
+    for kind in ("datasets", "fluxlora_datasets"):
+        if kind in folder_paths.folder_names_and_paths:
+            roots += [r for r in folder_paths.get_folder_paths(kind) if r not in roots]
+    return roots
+
+
+def server_is_local() -> bool:
+    """Whether ComfyUI listens on loopback addresses only (no --listen to other machines)."""
+    from comfy.cli_args import args
+    hosts = [h.strip().strip("[]") for h in str(getattr(args, "listen", "127.0.0.1") or "127.0.0.1").split(",")]
+    return all(h in ("127.0.0.1", "localhost", "::1") or h.startswith("127.") for h in hosts if h)

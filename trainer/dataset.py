@@ -1,19 +1,14 @@
-"""A training set from a folder of photos: read safely, crop/resize to buckets, pair captions, report problems."""
+"""A training set: images already cropped to their buckets with their captions, its report and preview. (Reading a
+folder into one is trainer/folder.py.)"""
 import hashlib
-import io
 import math
-import os
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
-CROP_MODES = ("center square 1:1", "aspect buckets")
-SMALL_IMAGE_POLICIES = ("skip", "include")
-BUCKET_STEP = 64
+T5_MAX_TOKENS = 512  # the longest T5 sequence FLUX.1-dev was trained with
 
 
 @dataclass(frozen=True)
@@ -22,7 +17,7 @@ class DatasetImage:
     sha256: str           # of the file's bytes (of the pixels for images that came as an IMAGE batch)
     pixels: torch.Tensor  # (H, W, 3) uint8, already cropped/resized to the bucket
     caption: str = ""
-    caption_source: str = "none"  # none | file | auto | file+auto | input
+    caption_source: str = "none"  # none | file | auto | file+auto | input (Dataset from Images)
 
     @property
     def bucket(self):
@@ -79,11 +74,19 @@ def split_captions(text: str, count: int):
     return lines
 
 
+def caption_suffix(extension: str) -> str:
+    """'.txt' for 'txt' or '.txt': the suffix of a caption file next to its image."""
+    extension = (extension or "").strip()
+    return extension if extension.startswith(".") else "." + extension
+
+
 def dataset_from_images(images: torch.Tensor, captions: list) -> FluxDataset:
     """An IMAGE batch (B, H, W, C floats in [0, 1], all one size) with one caption per image as a dataset. Sides are
     center-cropped to multiples of 16 (8x VAE downscale x 2x2 FLUX patches)."""
     if images.ndim != 4 or images.shape[0] == 0:
         raise ValueError("The images input is empty.")
+    if not torch.isfinite(images).all():
+        raise ValueError("The images input holds NaN or infinite pixel values; check the node that made it.")
     if len(captions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions.")
     h, w = images.shape[1], images.shape[2]
@@ -97,132 +100,15 @@ def dataset_from_images(images: torch.Tensor, captions: list) -> FluxDataset:
     return FluxDataset(folder="", resolution=max(nw, nh), crop="as given", images=tuple(items))
 
 
-def _subfolders(root: Path, limit: int = 12) -> list:
-    try:
-        names = sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
-    except OSError:
+def long_caption_warnings(dataset: FluxDataset) -> list:
+    """Captions longer than FLUX.1's 512 T5 tokens (ComfyUI's T5 tokenizer; the trainer cuts them to 512)."""
+    from .trigger import t5_token_counts
+    counts = t5_token_counts([im.caption for im in dataset.images])
+    long = sorted(((n, im.name) for n, im in zip(counts, dataset.images) if n > T5_MAX_TOKENS), reverse=True)
+    if not long:
         return []
-    return names[:limit] + (["..."] if len(names) > limit else [])
-
-
-def resolve_folder(folder: str, roots) -> Path:
-    """An absolute folder, or a folder name looked up in ``roots`` in order (ComfyUI's input directory, then its
-    datasets folders where that ComfyUI has them). A missing folder is an error that lists what each root holds."""
-    roots = [Path(r) for r in ([roots] if isinstance(roots, (str, Path)) else roots) if r]
-    where = " or ".join(str(r) for r in roots) or "(no folders configured)"
-    text = (folder or "").strip().strip('"')
-    if not text:
-        raise ValueError(f"DatasetLoader: no folder given. Enter an absolute path, or the name of a folder in {where}.")
-    path = Path(os.path.expanduser(text))
-    candidates = [path] if path.is_absolute() else [r / path for r in roots]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    listing = "; ".join(f"{r}: {', '.join(_subfolders(r)) or 'no folders'}" for r in roots)
-    raise ValueError(f"DatasetLoader: the folder '{text}' does not exist (folder names are looked up in {where}). "
-                     f"Folders there - {listing}.")
-
-
-def caption_suffix(extension: str) -> str:
-    """'.txt' for 'txt' or '.txt': the suffix of a caption file next to its image."""
-    extension = (extension or "").strip()
-    return extension if extension.startswith(".") else "." + extension
-
-
-def bucket_size(width: int, height: int, resolution: int):
-    """Largest (w, h), multiples of 64 with about resolution^2 pixels, same aspect, never above the image size."""
-    scale = min(1.0, math.sqrt(resolution * resolution / (width * height)))
-    bw = max(BUCKET_STEP, int(width * scale) // BUCKET_STEP * BUCKET_STEP)
-    bh = max(BUCKET_STEP, int(height * scale) // BUCKET_STEP * BUCKET_STEP)
-    return bw, bh
-
-
-def fit(image: Image.Image, width: int, height: int) -> Image.Image:
-    """Resizes (Lanczos) to cover width x height, then center-crops to exactly that size."""
-    scale = max(width / image.width, height / image.height)
-    w, h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
-    image = image.resize((w, h), Image.LANCZOS) if (w, h) != image.size else image
-    left, top = (w - width) // 2, (h - height) // 2
-    return image.crop((left, top, left + width, top + height))
-
-
-def _open_rgb(data: bytes) -> Image.Image:
-    image = Image.open(io.BytesIO(data))
-    image.load()  # decodes now: truncated or corrupt files fail here
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        return flat
-    return image.convert("RGB")
-
-
-def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MODES[0], caption_extension: str = ".txt",
-                small_images: str = "skip") -> FluxDataset:
-    """Reads every image of ``folder`` (not recursive). Bad files never raise: they are reported and skipped."""
-    if crop not in CROP_MODES:
-        raise ValueError(f"Unknown crop mode '{crop}'; choose one of {CROP_MODES}.")
-    if small_images not in SMALL_IMAGE_POLICIES:
-        raise ValueError(f"Unknown small-image policy '{small_images}'; choose one of {SMALL_IMAGE_POLICIES}.")
-    path = resolve_folder(folder, roots)
-    ext = caption_suffix(caption_extension)
-    images, problems, notes, seen = [], [], [], {}
-    files = sorted(p for p in path.iterdir() if p.is_file())
-    other = [p.name for p in files if p.suffix.lower() not in IMAGE_EXTENSIONS and p.suffix.lower() != ext.lower()
-             and not p.name.startswith(".")]
-    if other:
-        notes.append(f"ignored {len(other)} non-image file(s): {', '.join(other[:8])}{' ...' if len(other) > 8 else ''}")
-    for file in (p for p in files if p.suffix.lower() in IMAGE_EXTENSIONS):
-        data = file.read_bytes()
-        if not data:
-            problems.append(f"{file.name}: empty file (0 bytes) - skipped")
-            continue
-        digest = hashlib.sha256(data).hexdigest()
-        if digest in seen:
-            problems.append(f"{file.name}: duplicate of {seen[digest]} (same content) - skipped")
-            continue
-        try:
-            image = _open_rgb(data)
-        except UnidentifiedImageError:
-            problems.append(f"{file.name}: not a readable image - skipped")
-            continue
-        except (OSError, ValueError, SyntaxError) as e:
-            problems.append(f"{file.name}: corrupt or truncated image ({e}) - skipped")
-            continue
-        seen[digest] = file.name
-        w, h = image.size
-        if crop == CROP_MODES[0]:
-            small = min(w, h) < resolution
-            target = (resolution, resolution)
-        else:
-            small = w * h < resolution * resolution * 0.9
-            target = bucket_size(w, h, resolution)
-        if small:
-            if small_images == "skip":
-                problems.append(f"{file.name}: {w}x{h} is smaller than {resolution}px - skipped (set small_images to "
-                                "'include' to train on it)")
-                continue
-            how = "upscaled" if crop == CROP_MODES[0] else f"kept at its own size {target[0]}x{target[1]}"
-            problems.append(f"{file.name}: {w}x{h} is smaller than {resolution}px - included, {how}")
-        caption_file = file.with_suffix(ext)
-        caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
-        if not caption:
-            problems.append(f"{file.name}: no caption ({caption_file.name} missing or empty)")
-        pixels = torch.from_numpy(np.asarray(fit(image, *target), dtype=np.uint8).copy())
-        images.append(DatasetImage(file.name, digest, pixels, caption, "file" if caption else "none"))
-    if not images:
-        raise ValueError(f"DatasetLoader: no usable images in '{path}' (png, jpg, jpeg, webp)."
-                         + (" Problems: " + "; ".join(problems[:5]) if problems else ""))
-    warnings = []
-    if len(images) < 10:
-        warnings.append(f"only {len(images)} images: 10-30 varied images usually train a better LoRA")
-    if len(images) > 30:
-        warnings.append(f"{len(images)} images: more than 30 rarely helps and makes each epoch longer")
-    if resolution < 1024:
-        warnings.append(f"resolution {resolution}: FLUX.1-dev is at its best trained at 1024")
-    return FluxDataset(str(path), resolution, crop, tuple(images), tuple(problems), tuple(warnings), notes=tuple(notes),
-                       caption_extension=ext)
+    return [f"{len(long)} caption(s) are longer than the {T5_MAX_TOKENS} T5 tokens FLUX.1 was trained with (longest: "
+            f"{long[0][1]}, {long[0][0]} tokens); training cuts them to {T5_MAX_TOKENS} tokens - shorten them"]
 
 
 def report(dataset: FluxDataset) -> str:
@@ -235,7 +121,7 @@ def report(dataset: FluxDataset) -> str:
              f"crop: {dataset.crop}; buckets: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(buckets.items()))]
     if dataset.trigger:
         lines.append(f"trigger word: {dataset.trigger}")
-    lines += [f"WARNING: {w}" for w in dataset.warnings]
+    lines += [f"WARNING: {w}" for w in dataset.warnings + tuple(long_caption_warnings(dataset))]
     lines += [f"problem: {p}" for p in dataset.problems]
     lines += [f"note: {n}" for n in dataset.notes]
     return "\n".join(lines)

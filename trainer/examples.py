@@ -4,6 +4,7 @@ from dataclasses import dataclass
 import torch
 
 from .cache import NoCache, key, weights_fingerprint
+from .dataset import T5_MAX_TOKENS
 
 
 @dataclass
@@ -26,12 +27,25 @@ def sources_from_dataset(dataset):
             for im in dataset.images]
 
 
+def tokenize(clip, caption: str):
+    """ComfyUI's tokens for ``caption``, with the T5 sequence cut to FLUX.1's 512 tokens (its end token kept)."""
+    tokens = clip.tokenize(caption)
+    t5 = tokens.get("t5xxl") if isinstance(tokens, dict) else None
+    if t5 and len(t5[0]) > T5_MAX_TOKENS:
+        tokens["t5xxl"] = [t5[0][:T5_MAX_TOKENS - 1] + t5[0][-1:]]
+    return tokens
+
+
 def encode_text(clip, caption: str):
-    cond = clip.encode_from_tokens_scheduled(clip.tokenize(caption))
+    cond = clip.encode_from_tokens_scheduled(tokenize(clip, caption))
     context, extra = cond[0][0], cond[0][1]
     if "pooled_output" not in extra:
         raise ValueError("The CLIP input gave no pooled output; connect a FLUX CLIP (DualCLIPLoader, type 'flux').")
-    return context[0].float().cpu(), extra["pooled_output"][0].float().cpu()
+    context, pooled = context[0].float().cpu(), extra["pooled_output"][0].float().cpu()
+    if not (torch.isfinite(context).all() and torch.isfinite(pooled).all()):
+        raise ValueError(f"The text encoders gave NaN/inf values for the caption '{caption[:60]}': the CLIP input is "
+                         "broken (try another text encoder file or weight dtype).")
+    return context, pooled
 
 
 def _fingerprint(obj, module):
@@ -54,8 +68,8 @@ class Encoder:
 
     def text(self, caption: str):
         k = key("text", caption, self.clip_id) if self.clip_id else None
-        hit = self.cache.get("text", k) if k else None
-        if hit is not None:
+        hit = self.cache.get("text", k, ("context", "pooled")) if k else None
+        if hit is not None and hit["context"].ndim == 2 and hit["pooled"].ndim == 1:
             return hit["context"], hit["pooled"]
         context, pooled = encode_text(self.clip, caption)
         self.captions_encoded += 1
@@ -67,8 +81,9 @@ class Encoder:
         out, todo = {}, {}
         for s in sources:
             k = key("latent", s.identity, self.vae_id) if self.vae_id else None
-            hit = self.cache.get("latent", k) if k else None
-            if hit is not None:
+            hit = self.cache.get("latent", k, ("latent",)) if k else None
+            expected = (16, s.pixels.shape[0] // 8, s.pixels.shape[1] // 8)
+            if hit is not None and tuple(hit["latent"].shape) == expected:
                 out[s.identity] = hit["latent"]
             else:
                 todo.setdefault(tuple(s.pixels.shape), []).append((s, k))
@@ -77,6 +92,10 @@ class Encoder:
             if raw.shape[1] != 16:
                 raise ValueError(f"The VAE gives {raw.shape[1]}-channel latents; FLUX.1 needs its 16-channel VAE (ae.safetensors).")
             self.images_encoded += len(group)
+            if not torch.isfinite(raw).all():
+                raise ValueError("The VAE gave NaN/inf latents (for images of size "
+                                 f"{group[0][0].pixels.shape[1]}x{group[0][0].pixels.shape[0]}): the VAE input is broken "
+                                 "or the images hold invalid values.")
             for (s, k), latent in zip(group, raw.float().cpu()):
                 out[s.identity] = latent
                 if k:

@@ -8,6 +8,8 @@ from safetensors.torch import save as safetensors_bytes
 import comfy.utils
 import folder_paths
 
+from .files import write_exclusive
+
 FORMATS = ("kohya", "diffusers")
 PRECISIONS = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 PREFIX = "diffusion_model."
@@ -91,7 +93,8 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
 
 
 def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
-    """kohya's ``ss_*`` and the ``modelspec.*`` keys from a :class:`~.result.RunInfo`; only what the run used."""
+    """kohya's ``ss_*`` and the ``modelspec.*`` keys from a :class:`~.result.RunInfo`; only what the run used. Nothing
+    about where or when it ran: a resumed run's file equals the uninterrupted run's, byte for byte."""
     s, (w, h) = info.settings, info.pixel_size
     meta = {
         "ss_network_module": "networks.lora_flux",
@@ -146,10 +149,22 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         meta["modelspec.trigger_phrase"] = trigger_word
     if info.final_loss is not None:
         meta["fluxlora_final_loss"] = f"{info.final_loss:.6g}"
+    if info.validation:
+        meta["fluxlora_validation"] = json.dumps([[int(step), round(float(v), 6)] for step, v in info.validation])
+        meta["fluxlora_best_validation_step"] = str(info.best_step)
+    if info.skipped_steps:
+        meta["fluxlora_skipped_steps"] = str(info.skipped_steps)
+    if info.stopped_early:
+        meta["fluxlora_stopped_early"] = "true"
     return meta
 
 
 def lora_file_bytes(lora, fmt: str = "kohya", precision: str = "bf16", trigger_word: str = "", title: str = "") -> bytes:
+    """The LoRA file's bytes. Refuses weights that are not finite: no file with a NaN or inf tensor is ever written."""
+    bad = sorted(k for k, v in lora.items() if not torch.isfinite(v).all())
+    if bad:
+        raise ValueError(f"The LoRA has {len(bad)} tensors with NaN or inf values (e.g. {bad[0]}); it is not saved. "
+                         "Training diverged: lower the learning rate or alpha.")
     if fmt not in FORMATS:
         raise ValueError(f"Unknown LoRA format '{fmt}'; choose one of {FORMATS}.")
     if precision not in PRECISIONS:
@@ -186,23 +201,21 @@ def safe_relative_prefix(prefix: str) -> str:
 
 
 def write_new_file(folder: str, prefix: str, steps: int, data: bytes) -> str:
-    """Writes ``<folder>/<prefix>_<steps>steps_<counter>.safetensors`` with a fresh counter; never overwrites."""
+    """Writes ``<folder>/<prefix>_<steps>steps_<counter>.safetensors`` with a fresh counter; never overwrites, and
+    never leaves a partial file (a full disk fails the save, not the file)."""
     prefix = safe_relative_prefix(prefix)
     root = os.path.realpath(folder)
     base = os.path.realpath(os.path.join(root, prefix))
     if os.path.commonpath([root, base]) != root:
         raise ValueError(f"The file name prefix '{prefix}' leaves the loras folder.")
-    os.makedirs(os.path.dirname(base), exist_ok=True)
     stem = os.path.basename(base)
+    os.makedirs(os.path.dirname(base), exist_ok=True)
     counter = 1
     while True:
         path = os.path.join(os.path.dirname(base), f"{stem}_{steps:06d}steps_{counter:05d}.safetensors")
-        try:
-            with open(path, "xb") as f:  # exclusive create: an existing file is never touched
-                f.write(data)
+        if write_exclusive(path, data):
             return path
-        except FileExistsError:
-            counter += 1
+        counter += 1
 
 
 def save_to_loras(lora, prefix: str, fmt: str = "kohya", precision: str = "bf16", trigger_word: str = "") -> tuple:

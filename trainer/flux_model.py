@@ -35,6 +35,16 @@ def flux_info(model_patcher) -> FluxInfo:
         raise NotAFluxModel(
             f"This MODEL is a Flux-family model with {', '.join(unsupported) or 'text position ids'} "
             "(FLUX.2 / Ovis style), which FluxLoRATrain does not support; use FLUX.1-dev.")
+    if not p.guidance_embed:
+        raise NotAFluxModel(
+            "This MODEL has no guidance embedding (FLUX.1-schnell, or a de-distilled FLUX): FluxLoRATrain trains "
+            "FLUX.1-dev LoRAs, with FLUX.1-dev's guidance embedding; training schnell directly would break its few-step "
+            "distillation. Load flux1-dev.")
+    if dm.in_channels != p.out_channels * p.patch_size ** 2:
+        raise NotAFluxModel(
+            f"This MODEL takes {dm.in_channels // p.patch_size ** 2} latent channels in but gives {p.out_channels} out "
+            "(FLUX.1 Fill / Depth / Canny style, with extra image conditioning), which FluxLoRATrain does not support; "
+            "use FLUX.1-dev.")
     weight = next(dm.parameters())
     compute = base.manual_cast_dtype or weight.dtype
     return FluxInfo(hidden_size=p.hidden_size, depth=p.depth,
@@ -43,3 +53,26 @@ def flux_info(model_patcher) -> FluxInfo:
                                  if isinstance(v, (bool, int, float, str, list, tuple, type(None)))},
                     weight_dtype=str(weight.dtype).replace("torch.", ""),
                     compute_dtype=str(compute).replace("torch.", ""))
+
+
+def check_clip(clip, model_patcher):
+    """The CLIP must be FLUX.1's CLIP-L + T5-XXL pair whose widths fit the MODEL (checked before any encoding)."""
+    import comfy.text_encoders.flux
+    cond = getattr(clip, "cond_stage_model", None)
+    if not isinstance(cond, comfy.text_encoders.flux.FluxClipModel):
+        raise ValueError(f"The CLIP input is a {type(cond).__name__} text encoder; FLUX.1 needs CLIP-L + T5-XXL: load "
+                         "them with 'DualCLIPLoader' (clip_l + t5xxl, type 'flux') and connect that CLIP.")
+    p = model_patcher.model.diffusion_model.params
+    t5_width = getattr(getattr(getattr(cond.t5xxl, "transformer", None), "shared", None), "weight", None)
+    if t5_width is not None and t5_width.shape[1] != p.context_in_dim:
+        raise ValueError(f"The CLIP's T5 gives {t5_width.shape[1]}-wide text features but this FLUX model reads "
+                         f"{p.context_in_dim}: load the T5-XXL that belongs to FLUX.1 (t5xxl_fp16/fp8) in DualCLIPLoader.")
+
+
+def check_vae(vae, model_patcher):
+    """The VAE must make the MODEL's 16-channel latents (checked before any encoding)."""
+    channels = getattr(vae, "latent_channels", None)
+    wanted = model_patcher.model.diffusion_model.params.out_channels
+    if channels is not None and channels != wanted:
+        raise ValueError(f"The VAE makes {channels}-channel latents; FLUX.1 needs its own {wanted}-channel VAE: load "
+                         "ae.safetensors with 'Load VAE' and connect that VAE.")

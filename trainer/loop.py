@@ -1,24 +1,37 @@
-"""The training loop: noise -> predict -> loss -> step over encoded examples, on a clone of ComfyUI's MODEL."""
+"""The training loop: noise -> predict -> loss -> step over encoded examples, on a clone of ComfyUI's MODEL, with
+checkpoints (and resume), validation and early stopping, and a guard against steps whose loss is not finite."""
+import logging
+import math
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from typing import Optional
 
 import torch
 
 import comfy.model_management as mm
 import comfy.utils
 
-from . import objective
+from . import checkpoint, objective
 from .blocks import install_training_blocks
 from .comfy_features import comfy_training_mode
 from .examples import collate, epoch_batches
+from .export import lora_file_bytes
+from .files import write_replacing
 from .flux_model import flux_info
 from .lora import INJECTION_KEY, FluxLoRA
 from .optim import make_optimizer, make_scheduler
 from .predict import predict_velocity
 from .result import RunInfo, TrainedLoRA
 from .settings import TrainSettings
+from .validation import EarlyStopping
 from .vram import materialize_inference_params, training_memory_estimate
 
-PREVIEW_SIZE = 768  # longest side of the checkpoint preview ComfyUI shows on the node
+PREVIEW_SIZE = 768    # longest side of the checkpoint preview ComfyUI shows on the node
+MAX_BAD_STEPS = 5     # non-finite steps in a row before the run stops
+
+
+class TrainingDiverged(RuntimeError):
+    pass
 
 
 class TrainingHooks:
@@ -27,15 +40,44 @@ class TrainingHooks:
     checkpoint_every = 0
 
     def on_step(self, step: int, total: int, loss: float, lr: float):
-        """After every optimizer step."""
+        """After every optimizer step (not after a step skipped for a non-finite loss)."""
+
+    def on_validation(self, step: int, loss: float):
+        """After each validation loss."""
 
     def on_checkpoint(self, step: int, weights: dict):
         """Gets the LoRA so far (ComfyUI keys). May load other models (training reloads its own afterwards). May
         return a PIL image: ComfyUI shows it as the node's progress preview."""
 
+    def on_saved(self, step: int, path: str):
+        """A checkpoint's LoRA file was written."""
+
     def on_interrupt(self, partial: TrainedLoRA):
         """Cancel arrived after at least one finished step: the LoRA of the finished steps, before the interruption
         propagates."""
+
+
+@dataclass
+class RunFolder:
+    """Where checkpoints go, and what a resume must match (dataset, model, settings)."""
+    path: object       # pathlib.Path
+    identity: dict
+
+
+@dataclass
+class TrainState:
+    step: int = 0                      # optimizer steps done, skipped ones included
+    losses: list = field(default_factory=list)
+    learning_rates: list = field(default_factory=list)
+    validation: list = field(default_factory=list)   # [step, loss]
+    skipped: int = 0
+    bad_in_a_row: int = 0
+    batches_drawn: int = 0
+    stopped_early: bool = False
+    best_weights: Optional[dict] = None
+
+    def history(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "best_weights"}
 
 
 def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: torch.Generator, device, empty_caption=None):
@@ -93,71 +135,190 @@ def training_patcher(model, examples: list, settings: TrainSettings):
         lora.detach()
 
 
-def run_info(model, examples: list, settings: TrainSettings, dataset=None, preset: str = "") -> RunInfo:
+def run_info(model, examples: list, settings: TrainSettings, dataset=None, preset: str = "", run: str = "") -> RunInfo:
     largest = max(examples, key=lambda e: e.latent.shape[-2] * e.latent.shape[-1])
     return RunInfo(settings=settings, preset=preset, model=flux_info(model), dataset=dataset, examples=len(examples),
-                   pixel_size=(int(largest.latent.shape[-1]) * 8, int(largest.latent.shape[-2]) * 8))
+                   pixel_size=(int(largest.latent.shape[-1]) * 8, int(largest.latent.shape[-2]) * 8), run=run)
+
+
+def noise_seed(seed: int) -> int:
+    """The noise / noise level / caption dropout stream's seed (the data order uses ``seed`` itself)."""
+    return (seed + 1) % 2 ** 64
+
+
+def _total_norm(params, max_norm: float):
+    if max_norm > 0:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+
+
+class _Checkpoints:
+    """Writes a run's checkpoints: the LoRA file (listed by LoraLoader) and the training state to resume from."""
+
+    def __init__(self, run: Optional[RunFolder], info: RunInfo, lora, optimizer, scheduler, noise_gen, stopper, device):
+        self.run, self.info, self.lora, self.optimizer, self.scheduler = run, info, lora, optimizer, scheduler
+        self.noise_gen, self.stopper, self.device = noise_gen, stopper, device
+
+    def result(self, state: TrainState, weights=None, steps_done=None) -> TrainedLoRA:
+        info = self.info.after(state.step if steps_done is None else steps_done, state.losses, state.skipped,
+                               state.validation, self.stopper.best_step if state.validation else None,
+                               state.stopped_early)
+        return TrainedLoRA(self.lora.comfy_state_dict() if weights is None else weights, info, state.losses,
+                           state.learning_rates)
+
+    def save(self, state: TrainState, weights_step: Optional[int] = None) -> Optional[str]:
+        """The LoRA file (named by ``weights_step``, the step its weights are from: the current one unless given) and
+        the training state."""
+        if self.run is None:
+            return None
+        step = state.step if weights_step is None else weights_step
+        path = checkpoint.lora_file_name(self.run.path, step)
+        write_replacing(str(path), lora_file_bytes(self.result(state, steps_done=step), "kohya", "bf16"))
+        checkpoint.save_state(self.run.path, {
+            "run": self.run.path.name, "step": state.step, "identity": self.run.identity,
+            "lora": self.lora.trainable_state(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(self.noise_gen, self.device),
+            "history": state.history(), "early_stopping": asdict(self.stopper), "best_weights": state.best_weights})
+        return str(path)
+
+    def restore(self, saved: dict, state: TrainState):
+        self.lora.load_trainable_state(saved["lora"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        checkpoint.restore_rng(saved["rng"], self.noise_gen, self.device)
+        for key, value in saved["history"].items():
+            setattr(state, key, value)
+        state.best_weights = saved.get("best_weights")
+        for key, value in saved["early_stopping"].items():
+            setattr(self.stopper, key, value)
+
+
+def _diverged(settings, state, saved_path):
+    last_good = state.step - state.bad_in_a_row
+    return TrainingDiverged(
+        f"Training diverged: the loss or its gradients were not finite for {state.bad_in_a_row} steps in a row (steps "
+        f"{last_good + 1}-{state.step}); those steps were skipped and the run stopped. Lower the learning rate (now "
+        f"{settings.learning_rate:g}) or the LoRA scale alpha/rank (now {settings.effective_alpha:g}/{settings.rank}), "
+        f"or clip gradients (max_grad_norm, now {settings.max_grad_norm:g})."
+        + (f" The LoRA of the last good step ({last_good}) is saved as {saved_path}." if saved_path else ""))
 
 
 def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: TrainingHooks = None, empty_caption=None,
-                    dataset=None, preset: str = "") -> TrainedLoRA:
+                    dataset=None, preset: str = "", validation=None, run: Optional[RunFolder] = None,
+                    resume: Optional[dict] = None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected only while it is
     loaded, and every exit path (including Interrupt and errors) ejects them. ``empty_caption`` (context, pooled) is
     needed for caption dropout. ``dataset`` (a DatasetInfo) and ``preset`` are recorded in the result's info.
+    ``validation`` (a ValidationSet) is evaluated every ``settings.validation_every`` steps. With ``run``, checkpoints
+    go to that run folder; ``resume`` (a state loaded from one) continues where it stopped.
     """
     if not examples:
         raise ValueError("No training examples.")
     if settings.caption_dropout > 0 and empty_caption is None:
         raise ValueError("caption dropout needs the empty caption's embedding")
     hooks = hooks or TrainingHooks()
-    info = run_info(model, examples, settings, dataset, preset)
+    info = run_info(model, examples, settings, dataset, preset, run.path.name if run else "")
     device = model.load_device
     with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(settings.seed)
-        generator = torch.Generator().manual_seed(settings.seed)
+        noise_gen = torch.Generator().manual_seed(noise_seed(settings.seed))
         with training_patcher(model, examples, settings) as (patcher, lora, memory):
             params = lora.parameters()
             optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate)
             scheduler = make_scheduler(settings.scheduler, optimizer, settings.warmup_steps, settings.steps)
-            batches = epoch_batches(examples, settings.batch_size, generator)
+            state, stopper = TrainState(), EarlyStopping(settings.early_stopping_patience, settings.early_stopping_min_delta)
+            checkpoints = _Checkpoints(run, info, lora, optimizer, scheduler, noise_gen, stopper, device)
+            if resume is not None:
+                checkpoints.restore(resume, state)
+                state.stopped_early = False  # resuming is asking for more steps
+                checkpoints.info = info = replace(info, resumed_at=state.step)
+            batches = epoch_batches(examples, settings.batch_size, torch.Generator().manual_seed(settings.seed))
+            for _ in range(state.batches_drawn):  # the data order continues where the saved run stopped
+                next(batches)
             progress = comfy.utils.ProgressBar(settings.steps)
-            losses, learning_rates = [], []
+            if state.step:
+                progress.update_absolute(state.step, settings.steps)
             try:
-                for step in range(settings.steps):
+                while state.step < settings.steps and not state.stopped_early:
                     mm.throw_exception_if_processing_interrupted()
                     if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
                         load_for_training(patcher, memory)
-                    step_loss = 0.0
+                    step_loss = torch.zeros((), device=device)
                     with comfy_training_mode():  # forward and backward (with its recompute) take the same code paths
                         for _ in range(settings.grad_accumulation):
-                            loss = batch_loss(patcher, examples, next(batches), settings, generator, device, empty_caption)
+                            loss = batch_loss(patcher, examples, next(batches), settings, noise_gen, device, empty_caption)
+                            state.batches_drawn += 1
                             (loss / settings.grad_accumulation).backward()
                             step_loss = step_loss + loss.detach() / settings.grad_accumulation
-                    step_loss = float(step_loss)  # one device sync per step, not per micro-batch
-                    if settings.max_grad_norm > 0:
-                        torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+                    norm = _total_norm(params, settings.max_grad_norm)
+                    loss_value, norm_value = torch.stack([step_loss, norm.to(step_loss)]).tolist()  # one device sync
                     lr = scheduler.get_last_lr()[0]
-                    optimizer.step()
-                    scheduler.step()
+                    state.step += 1
+                    done = state.step
+                    if math.isfinite(loss_value) and math.isfinite(norm_value):
+                        optimizer.step()
+                        state.losses.append(loss_value)
+                        state.learning_rates.append(lr)
+                        state.bad_in_a_row = 0
+                    else:  # skip: the weights stay those of the last good step
+                        state.skipped += 1
+                        state.bad_in_a_row += 1
+                        logging.warning(f"Flux LoRA Train: step {done} skipped, its loss or gradients are not finite")
                     optimizer.zero_grad(set_to_none=True)
-                    losses.append(step_loss)
-                    learning_rates.append(lr)
+                    scheduler.step()
+                    if state.bad_in_a_row >= MAX_BAD_STEPS:  # the weights are still those of the last good step
+                        raise _diverged(settings, state,
+                                        _save_quietly(checkpoints, state, state.step - state.bad_in_a_row))
+                    last = done == settings.steps
+                    if validation is not None and (done % settings.validation_every == 0 or last):
+                        with comfy_training_mode():
+                            val = validation.loss(patcher, settings.train_guidance, device)
+                        state.validation.append([done, val])
+                        improved, state.stopped_early = stopper.update(done, val)
+                        if improved:
+                            state.best_weights = lora.comfy_state_dict()
+                        hooks.on_validation(done, val)
+                    if (run is not None and settings.save_every and done % settings.save_every == 0 and not last
+                            and not state.stopped_early):
+                        hooks.on_saved(done, checkpoints.save(state))
                     preview = None
-                    done = step + 1
                     every = hooks.checkpoint_every
-                    if every > 0 and (done % every == 0 or done == settings.steps):
+                    if every > 0 and (done % every == 0 or last or state.stopped_early):
                         weights = lora.comfy_state_dict()
                         patcher.eject_model()  # other code sees the plain model (e.g. LoRA key names); re-injected on reload
                         image = hooks.on_checkpoint(done, weights)
                         preview = ("JPEG", image, PREVIEW_SIZE) if image is not None else None
                     progress.update_absolute(done, settings.steps, preview)  # in the server this also raises on Cancel
-                    hooks.on_step(done, settings.steps, step_loss, lr)
+                    if state.bad_in_a_row == 0:
+                        hooks.on_step(done, settings.steps, loss_value, lr)
             except mm.InterruptProcessingException:
                 # Cancel can arrive at a step start, inside sampling or in the progress hook: keep the finished steps
-                if losses:
-                    hooks.on_interrupt(TrainedLoRA(lora.comfy_state_dict(), info.after(losses), losses, learning_rates))
+                if state.step > (info.resumed_at or 0):
+                    path = _save_quietly(checkpoints, state)
+                    if path:
+                        hooks.on_saved(state.step, path)
+                    hooks.on_interrupt(checkpoints.result(state))
                 raise
-            weights = lora.comfy_state_dict()
-    return TrainedLoRA(weights, info.after(losses), losses, learning_rates)
+            if run is not None:
+                hooks.on_saved(state.step, checkpoints.save(state))
+            result = checkpoints.result(state)
+            if settings.output_lora == "best validation" and state.best_weights is not None:
+                best = TrainedLoRA(state.best_weights, replace(result.info, steps_done=stopper.best_step),
+                                   result.losses, result.learning_rates)
+                if run is not None:
+                    path = checkpoint.lora_file_name(run.path, stopper.best_step, best=True)
+                    write_replacing(str(path), lora_file_bytes(best, "kohya", "bf16"))
+                    hooks.on_saved(stopper.best_step, str(path))
+                result = best
+    return result
+
+
+def _save_quietly(checkpoints: _Checkpoints, state: TrainState, weights_step: Optional[int] = None) -> Optional[str]:
+    """A checkpoint on the way out (Cancel, divergence): a failure to write it is logged, not raised over the cause."""
+    try:
+        return checkpoints.save(state, weights_step)
+    except Exception as e:  # e.g. a full disk: the Cancel still goes through
+        logging.error(f"Flux LoRA Train: could not save the checkpoint at step {state.step} ({type(e).__name__}: {e})")
+        return None

@@ -143,13 +143,25 @@ class FluxLoRA:
 
     # -- parameters and export ---------------------------------------------------------------------
     def parameters(self):
-        params = []
+        return [p for _, p in self.named_parameters()]
+
+    def named_parameters(self):
+        """(name, parameter) of every trainable tensor, in the order of :meth:`parameters`."""
+        out = []
         for name in self.names:
             layer = self.layers[name]
-            params += [layer.lora_A[ADAPTER].weight, layer.lora_B[ADAPTER].weight]
+            out += [(f"{name}.lora_A", layer.lora_A[ADAPTER].weight), (f"{name}.lora_B", layer.lora_B[ADAPTER].weight)]
             if self.settings.use_dora:
-                params.append(layer.lora_magnitude_vector[ADAPTER].weight)
-        return params
+                out.append((f"{name}.magnitude", layer.lora_magnitude_vector[ADAPTER].weight))
+        return out
+
+    def trainable_state(self) -> dict:
+        return {name: p.detach().cpu().clone() for name, p in self.named_parameters()}
+
+    def load_trainable_state(self, state: dict):
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                p.copy_(state[name].to(p))
 
     def requires_grad_(self, flag: bool):
         for p in self.parameters():

@@ -14,9 +14,9 @@ def moving_average(values, window):
     return out
 
 
-def loss_curve_image(losses, learning_rates=None, width=768, height=432, markers=()) -> torch.Tensor:
-    """(1, H, W, 3) float image of raw loss, its moving average, (right axis) the learning rate, and dashed
-    vertical lines at ``markers`` (checkpoint steps)."""
+def loss_curve_image(losses, learning_rates=None, width=768, height=432, markers=(), validation=()) -> torch.Tensor:
+    """(1, H, W, 3) float image of raw loss, its moving average, the validation loss (``(step, loss)`` pairs), (right
+    axis) the learning rate, and dashed vertical lines at ``markers`` (checkpoint steps)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -29,6 +29,9 @@ def loss_curve_image(losses, learning_rates=None, width=768, height=432, markers
     if losses:
         ax.plot(steps, losses, color="#9ab7d3", linewidth=0.8, label="loss")
         ax.plot(steps, moving_average(losses, max(1, len(losses) // 20)), color="#1f4e79", linewidth=2, label="moving average")
+    if validation:
+        ax.plot([s for s, _ in validation], [v for _, v in validation], color="#3a9d4a", marker="o", markersize=3,
+                linewidth=1.5, label="validation loss")
     for i, step in enumerate(markers):
         ax.axvline(step, color="#7a7a7a", linestyle="--", linewidth=0.8, label="checkpoint" if i == 0 else None)
     ax.set_xlabel("step")

@@ -15,16 +15,25 @@ class RunInfo:
     dataset: Optional[DatasetInfo]
     examples: int                # training images
     pixel_size: tuple            # (width, height) of the largest training image
-    steps_done: int = 0
-    final_loss: Optional[float] = None  # mean of the last 10 steps' losses
+    run: str = ""                # the run folder's name ("" without checkpoints)
+    steps_done: int = 0          # optimizer steps done (skipped non-finite steps included)
+    final_loss: Optional[float] = None  # mean of the last 10 finite steps' losses
+    skipped_steps: int = 0       # steps skipped because the loss or gradients were not finite
+    validation: tuple = ()       # (step, validation loss) pairs
+    best_step: Optional[int] = None      # the step with the lowest validation loss
+    stopped_early: bool = False
+    resumed_at: Optional[int] = None     # the step this run was resumed from
 
     @property
     def trigger(self) -> str:
         return self.dataset.trigger if self.dataset is not None else ""
 
-    def after(self, losses) -> "RunInfo":
+    def after(self, steps_done: int, losses, skipped: int = 0, validation=(), best_step=None,
+              stopped_early: bool = False) -> "RunInfo":
         tail = losses[-10:]
-        return replace(self, steps_done=len(losses), final_loss=sum(tail) / len(tail) if tail else None)
+        return replace(self, steps_done=steps_done, final_loss=sum(tail) / len(tail) if tail else None,
+                       skipped_steps=skipped, validation=tuple(tuple(v) for v in validation), best_step=best_step,
+                       stopped_early=stopped_early)
 
 
 class TrainedLoRA(dict):

@@ -8,15 +8,19 @@ import torch
 
 import comfy.sd
 
+from pathlib import Path
+
+from . import checkpoint
 from .cache import EncodingCache, NoCache
 from .examples import Encoder, sources_from_dataset
-from .flux_model import flux_info
+from .flux_model import check_clip, check_vae, flux_info
 from .images import to_pil
-from .loop import TrainingHooks, train_flux_lora
+from .loop import RunFolder, TrainingHooks, train_flux_lora
 from .plot import loss_curve_image
 from .result import TrainedLoRA
 from .sampling import PromptSet, SampleSettings, labelled_grid, render
-from .settings import TrainSettings
+from .settings import TrainSettings, resumable_names
+from .validation import ValidationSet, split_indices
 from .vram import release
 
 
@@ -29,6 +33,12 @@ class RunHooks:
     def on_samples(self, step: int, grid):
         """A checkpoint's samples as one labelled PIL image."""
 
+    def on_validation(self, step: int, loss: float):
+        """After each validation loss."""
+
+    def on_saved(self, step: int, path: str):
+        """A checkpoint's LoRA file was written (it is in the LoRA list)."""
+
     def on_interrupt(self, partial: TrainedLoRA):
         """The run was cancelled after at least one step: the LoRA of the finished steps."""
 
@@ -39,7 +49,8 @@ class RunOutputs:
     model: object                   # the input MODEL with the LoRA applied as a normal ComfyUI patch
     loss_curve: torch.Tensor        # (1, H, W, 3)
     sample_grid: Optional[torch.Tensor]  # (1, H, W, 3), one row per checkpoint; None without sample settings
-    checkpoints: list = field(default_factory=list)
+    checkpoints: list = field(default_factory=list)   # steps with samples
+    saved: list = field(default_factory=list)         # LoRA files written into the run folder
     images_encoded: int = 0
     captions_encoded: int = 0
     cache_hits: int = 0
@@ -51,13 +62,20 @@ class _CheckpointSamples(TrainingHooks):
     def __init__(self, hooks: RunHooks, model, vae, prompts: Optional[PromptSet]):
         self.hooks, self.model, self.vae, self.prompts = hooks, model, vae, prompts
         self.checkpoint_every = prompts.settings.every_n_steps if prompts is not None else 0
-        self.rows, self.steps = [], []
+        self.rows, self.steps, self.saved = [], [], []
 
     def on_step(self, step, total, loss, lr):
         self.hooks.on_step(step, total, loss, lr)
 
     def on_interrupt(self, partial):
         self.hooks.on_interrupt(partial)
+
+    def on_validation(self, step, loss):
+        self.hooks.on_validation(step, loss)
+
+    def on_saved(self, step, path):
+        self.saved.append(path)
+        self.hooks.on_saved(step, path)
 
     def on_checkpoint(self, step, weights):
         self.rows.append(render(self.model, self.vae, self.prompts, weights))
@@ -70,14 +88,34 @@ class _CheckpointSamples(TrainingHooks):
         return labelled_grid(self.rows, [f"step {s}" for s in self.steps]) if self.rows else None
 
 
+def _resume(runs_root, resume: str, identity: dict, settings: TrainSettings):
+    """The run folder and saved state to continue from, after checking that they fit (None, None: a new run)."""
+    if resume in ("", "off", None):
+        return None, None
+    if not runs_root:
+        raise ValueError("Resuming needs the runs folder (this node has none).")
+    path = checkpoint.find_run(runs_root, resume)
+    saved = checkpoint.load_state(path)
+    checkpoint.check_resumable(saved, identity, settings.as_dict(), resumable_names())
+    return path, saved
+
+
 def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str = "",
               sample_settings: Optional[SampleSettings] = None, hooks: Optional[RunHooks] = None,
-              cache_root: Optional[str] = None) -> RunOutputs:
-    """Trains a LoRA on ``dataset`` (a FluxDataset) with ComfyUI's MODEL/CLIP/VAE; the MODEL is left unchanged."""
+              cache_root: Optional[str] = None, runs_root: Optional[str] = None, resume: str = "off") -> RunOutputs:
+    """Trains a LoRA on ``dataset`` (a FluxDataset) with ComfyUI's MODEL/CLIP/VAE; the MODEL is left unchanged.
+
+    With ``runs_root`` the run gets its own folder there for checkpoints; ``resume`` ('latest' or a run folder's name)
+    continues a saved run instead. Everything that can be checked is checked before the first image is encoded."""
     hooks = hooks or RunHooks()
-    flux_info(model)  # a wrong MODEL fails here, before any encoding
+    flux_info(model)
+    check_clip(clip, model)
+    check_vae(vae, model)
     if not dataset.images:
         raise ValueError("The dataset has no images.")
+    train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
+    identity = {"dataset": dataset.fingerprint(), "model": checkpoint.model_identity(model), "settings": settings.as_dict()}
+    run_path, saved = _resume(runs_root, resume, identity, settings)
     uncaptioned = [im.name for im in dataset.images if not im.caption]
     if uncaptioned:
         logging.warning(f"Flux LoRA Train: {len(uncaptioned)} image(s) have no caption: {', '.join(uncaptioned[:5])}")
@@ -88,11 +126,18 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     # sample prompts are encoded now, before the text encoders leave VRAM
     prompts = PromptSet(clip, sample_settings, dataset.trigger) if sample_settings is not None else None
     release(clip.patcher, vae.patcher)
+    validation = ValidationSet.build([examples[i] for i in val_ids], settings.seed) if val_ids else None
+    if runs_root and run_path is None:
+        run_path = checkpoint.new_run_folder(runs_root, dataset.trigger or Path(dataset.folder or "lora").name)
     loop_hooks = _CheckpointSamples(hooks, model, vae, prompts)
-    lora = train_flux_lora(model, examples, settings, loop_hooks, empty_caption, dataset.describe(), preset)
+    lora = train_flux_lora(model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
+                           dataset.describe(), preset, validation, RunFolder(run_path, identity) if run_path else None,
+                           saved)
     with torch.inference_mode(False):
-        curve = loss_curve_image(lora.losses, lora.learning_rates, markers=loop_hooks.steps)
+        curve = loss_curve_image(lora.losses, lora.learning_rates, markers=loop_hooks.steps,
+                                 validation=lora.info.validation)
     model_with_lora, _ = comfy.sd.load_lora_for_models(model, None, dict(lora), 1.0, 0)
     return RunOutputs(lora=lora, model=model_with_lora, loss_curve=curve, sample_grid=loop_hooks.grid(),
-                      checkpoints=list(loop_hooks.steps), images_encoded=encoder.images_encoded,
-                      captions_encoded=encoder.captions_encoded, cache_hits=cache.hits)
+                      checkpoints=list(loop_hooks.steps), saved=list(loop_hooks.saved),
+                      images_encoded=encoder.images_encoded, captions_encoded=encoder.captions_encoded,
+                      cache_hits=cache.hits)

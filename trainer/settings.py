@@ -11,17 +11,19 @@ from .objective import DEFAULT_SHIFT, LOSS_WEIGHTINGS, SIGMA_SAMPLERS
 from .optim import OPTIMIZERS, SCHEDULERS
 
 
-def setting(default, help: str, *, min=None, max=None, step=None, choices=None, basic=False, only=""):
+def setting(default, help: str, *, min=None, max=None, step=None, choices=None, basic=False, only="",
+            resumable=False):
     """A declared setting. ``basic``: shown on the train node itself (the rest sit on the advanced-settings node).
-    ``only``: the setting's effect is limited to this, and the effect test checks it there."""
+    ``only``: the setting's effect is limited to this, and the effect test checks it there. ``resumable``: may differ
+    when a run is resumed (everything else must match the interrupted run)."""
     return field(default=default, metadata={"help": help, "min": min, "max": max, "step": step, "choices": choices,
-                                            "basic": basic, "only": only})
+                                            "basic": basic, "only": only, "resumable": resumable})
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = setting(1500, "Optimizer steps. About 100 per training image; 1000-2500 suits 10-30 images.",
-                         min=1, max=100_000, basic=True)
+    steps: int = setting(1500, "Optimizer steps. About 100 per training image; 1000-2500 suits 10-30 images. A resumed "
+                               "run trains until this step.", min=1, max=100_000, basic=True, resumable=True)
     learning_rate: float = setting(1e-4, "Step size. 1e-4 to 4e-4 is typical for rank 16-32 with AdamW; lower it if "
                                          "samples 'burn' early.", min=1e-7, max=1.0, step=1e-6, basic=True)
     rank: int = setting(16, "LoRA rank: capacity and file size (rank 16 is ~80 MB in bf16). 16 for a subject, 32 for a "
@@ -68,6 +70,24 @@ class TrainSettings:
                                   min=0.0, max=0.9, step=0.01)
     use_dora: bool = setting(False, "DoRA (weight-decomposed LoRA). Needs an unquantized (bf16) model; the file is "
                                     "saved in kohya format.")
+    save_every: int = setting(250, "Every N steps the LoRA so far is saved into the run's folder (it appears in the "
+                                   "LoRA list at once: try it while training goes on) together with the training "
+                                   "state, so the run can be resumed. Also on Cancel and at the end. 0: only then.",
+                              min=0, max=100_000, only="the files written", resumable=True)
+    validation_images: int = setting(0, "Images held out of training to measure a validation loss (fixed noise and "
+                                        "noise levels, so it compares step to step). 0: no validation. 2-3 of 20+ "
+                                        "images; noisy with fewer.", min=0, max=16)
+    validation_every: int = setting(100, "Steps between validation losses (drawn on the chart and the loss curve).",
+                                    min=1, max=100_000, only="validation", resumable=True)
+    early_stopping_patience: int = setting(0, "Stop when the validation loss has not improved for this many "
+                                              "validations in a row. 0: never stop early.", min=0, max=1000,
+                                           only="validation", resumable=True)
+    early_stopping_min_delta: float = setting(0.0, "How much lower the validation loss must be to count as an "
+                                                   "improvement for early stopping.", min=0.0, max=10.0, step=0.0001,
+                                              only="early stopping", resumable=True)
+    output_lora: str = setting("last step", "What the node outputs: the LoRA of the last step, or of the step with the "
+                                            "lowest validation loss (also saved in the run's folder).",
+                               choices=("last step", "best validation"), only="validation", resumable=True)
 
     def __post_init__(self):
         problems = []
@@ -81,6 +101,8 @@ class TrainSettings:
                 problems.append(f"{f.name} must be at most {meta['max']}, not {value}")
         if self.warmup_steps >= self.steps and self.warmup_steps > 0:
             problems.append(f"warmup_steps ({self.warmup_steps}) must be fewer than steps ({self.steps})")
+        if self.output_lora == "best validation" and self.validation_images == 0:
+            problems.append("output_lora 'best validation' needs validation_images > 0")
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems) + ".")
 
@@ -112,6 +134,10 @@ class TrainSettings:
 def declared() -> list:
     """(name, type, default, metadata) of every setting, in declaration order."""
     return [(f.name, f.type, f.default, f.metadata) for f in fields(TrainSettings)]
+
+
+def resumable_names() -> set:
+    return {name for name, _, _, meta in declared() if meta["resumable"]}
 
 
 def basic_names() -> list:

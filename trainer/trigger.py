@@ -26,6 +26,12 @@ def token_split(trigger: str):
     return clip.tokenize(trigger), t5.tokenize(trigger)
 
 
+def t5_token_counts(captions) -> list:
+    """T5 tokens of each caption, end token included (as ComfyUI's FLUX tokenizer counts them, before padding)."""
+    _, t5 = _tokenizers()
+    return [len(ids) for ids in t5(list(captions), add_special_tokens=True)["input_ids"]] if captions else []
+
+
 def trigger_warnings(trigger: str):
     clip_tokens, t5_tokens = token_split(trigger)
     warnings = []

@@ -28,7 +28,7 @@ const runs = new Map(); // node id -> {total, steps, loss, lr, samples, it_s, et
 
 function run(id) {
   id = String(id);
-  if (!runs.has(id)) runs.set(id, { total: 0, steps: [], loss: [], lr: [], samples: [], it_s: 0, eta_s: null, done: false });
+  if (!runs.has(id)) runs.set(id, { total: 0, steps: [], loss: [], lr: [], validation: [], samples: [], it_s: 0, eta_s: null, done: false });
   return runs.get(id);
 }
 
@@ -76,7 +76,8 @@ function draw(node) {
   }
   const pad = { l: 42, r: 42, t: 10, b: 20 };
   const n = Math.max(r.total, r.steps[r.steps.length - 1]);
-  const lo = Math.min(...r.loss), hi = Math.max(...r.loss);
+  const val = r.validation ?? [];
+  const lo = Math.min(...r.loss, ...val.map((v) => v[1])), hi = Math.max(...r.loss, ...val.map((v) => v[1]));
   const x = (s) => pad.l + ((W - pad.l - pad.r) * (s - 1)) / Math.max(1, n - 1);
   const y = (v) => H - pad.b - ((H - pad.t - pad.b) * (v - lo)) / Math.max(1e-12, hi - lo);
   ctx.strokeStyle = "#444";
@@ -88,6 +89,12 @@ function draw(node) {
   };
   line(r.loss, "#6f8fb0", 1, y);
   line(movingAverage(r.loss, Math.max(1, Math.floor(r.loss.length / 20))), "#8fd3ff", 2, y);
+  if (val.length) { // validation loss: green line with points
+    ctx.strokeStyle = ctx.fillStyle = "#5fcf6f"; ctx.lineWidth = 1.5; ctx.beginPath();
+    val.forEach(([s, v], i) => (i ? ctx.lineTo(x(s), y(v)) : ctx.moveTo(x(s), y(v))));
+    ctx.stroke();
+    for (const [s, v] of val) { ctx.beginPath(); ctx.arc(x(s), y(v), 2.5, 0, 2 * Math.PI); ctx.fill(); }
+  }
   const lrHi = Math.max(...r.lr, 1e-12);
   line(r.lr, "#d08c2c", 1, (v) => H - pad.b - ((H - pad.t - pad.b) * v) / lrHi);
   ctx.strokeStyle = "#777"; ctx.setLineDash([3, 3]);
@@ -99,7 +106,8 @@ function draw(node) {
   ctx.fillStyle = "#d08c2c";
   ctx.fillText(lrHi.toExponential(1), W - pad.r + 2, pad.t + 8);
   const last = r.steps[r.steps.length - 1];
-  widget.info.textContent = `step ${last}/${r.total} · loss ${r.loss[r.loss.length - 1].toFixed(4)} · ` +
+  const lastVal = val.length ? ` · val ${val[val.length - 1][1].toFixed(4)}` : "";
+  widget.info.textContent = `step ${last}/${r.total} · loss ${r.loss[r.loss.length - 1].toFixed(4)}${lastVal} · ` +
     `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}`;
   widget.strip.replaceChildren(...r.samples.map((s) => {
     const img = document.createElement("img");
@@ -133,6 +141,7 @@ async function loadHistory() {
         steps: h.steps.concat(keep.map((i) => r.steps[i])),
         loss: h.loss.concat(keep.map((i) => r.loss[i])),
         lr: h.lr.concat(keep.map((i) => r.lr[i])),
+        validation: (h.validation ?? []).concat((r.validation ?? []).filter(([s]) => s > last)),
         samples: h.samples.concat(r.samples.filter((x) => !sampleSteps.has(x.step))),
       });
     }
@@ -160,8 +169,11 @@ app.registerExtension({
     await loadPresets();
     api.addEventListener("fluxlora.progress", ({ detail }) => {
       const r = run(detail.node);
-      if (detail.step === 1) Object.assign(r, { steps: [], loss: [], lr: [], samples: [], done: false });
-      else if (detail.step <= (r.steps[r.steps.length - 1] ?? 0)) return; // already known from the history
+      const lastStep = r.steps[r.steps.length - 1] ?? 0;
+      if (detail.step === 1 || (r.done && detail.step <= lastStep)) // a new run on this node
+        Object.assign(r, { steps: [], loss: [], lr: [], validation: [], samples: [], done: false });
+      else if (detail.step <= lastStep) return; // already known from the history
+      r.done = false; // a resumed run continues the chart
       r.total = detail.total; r.steps.push(detail.step); r.loss.push(detail.loss); r.lr.push(detail.lr);
       r.it_s = detail.it_s; r.eta_s = detail.eta_s;
       redrawAll();
@@ -169,6 +181,11 @@ app.registerExtension({
     api.addEventListener("fluxlora.samples", ({ detail }) => {
       const r = run(detail.node);
       if (!r.samples.some((x) => x.step === detail.step)) r.samples.push({ step: detail.step, image: detail.image });
+      redrawAll();
+    });
+    api.addEventListener("fluxlora.validation", ({ detail }) => {
+      const r = run(detail.node);
+      if (!r.validation.some(([s]) => s === detail.step)) r.validation.push([detail.step, detail.loss]);
       redrawAll();
     });
     api.addEventListener("fluxlora.done", ({ detail }) => { run(detail.node).done = true; redrawAll(); });

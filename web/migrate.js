@@ -8,7 +8,8 @@ const OLD_TRAIN = ["steps", "learning_rate", "rank", "alpha", "optimizer", "sche
 // the new node's inputs in order, as the frontend serializes them (sockets, then widgets, then optional sockets)
 const NEW_TRAIN_INPUTS = [["model", "MODEL"], ["clip", "CLIP"], ["vae", "VAE"], ["dataset", "FLUX_DATASET"],
   ["preset", "COMBO", true], ["steps", "INT", true], ["learning_rate", "FLOAT", true], ["rank", "INT", true],
-  ["seed", "INT", true], ["sample_settings", "FLUX_SAMPLE_SETTINGS"], ["advanced", "FLUX_LORA_ADVANCED"]];
+  ["seed", "INT", true], ["resume", "COMBO", true], ["sample_settings", "FLUX_SAMPLE_SETTINGS"],
+  ["advanced", "FLUX_LORA_ADVANCED"]];
 const RENAMED_INPUTS = { samples: "sample_settings" };
 const pending = new Map(); // train node id -> the Advanced Settings values to attach after the graph is configured
 
@@ -28,7 +29,8 @@ function setTargetSlot(link, slot) {
 
 function migrateTrain(node, graphData, notes) {
   const old = Object.fromEntries(OLD_TRAIN.map((name, i) => [name, node.widgets_values[i]]));
-  node.widgets_values = ["balanced", old.steps, old.learning_rate, old.rank, old.seed, old.control_after_generate ?? "fixed"];
+  node.widgets_values = ["balanced", old.steps, old.learning_rate, old.rank, old.seed, old.control_after_generate ?? "fixed",
+    "off"];
   pending.set(node.id, {
     alpha: old.alpha, optimizer: old.optimizer, scheduler: old.scheduler, warmup_steps: old.warmup_steps,
     batch_size: old.batch_size, grad_accumulation: old.grad_accumulation, max_grad_norm: old.max_grad_norm,

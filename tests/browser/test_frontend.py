@@ -88,7 +88,8 @@ def test_ui_workflow_in_the_browser(server):
             return [v.steps, v.learning_rate, v.rank]; }""")
         assert picked == [250, 0.0004, 8], picked
 
-        page.evaluate(SWAP_JS, {"values": workflow_swaps.TINY_VALUES, "folder": "photos", "prefix": "flux_lora/browser"})
+        values = {**workflow_swaps.TINY_VALUES, "FluxLoRA_AdvancedSettings": {"validation_images": 1, "validation_every": 2}}
+        page.evaluate(SWAP_JS, {"values": values, "folder": "photos", "prefix": "flux_lora/browser"})
         page.evaluate("async () => { await app.queuePrompt(0); }")
         page.wait_for_timeout(1000)
         queue = _get(f"{url}/queue")
@@ -100,12 +101,12 @@ def test_ui_workflow_in_the_browser(server):
         assert outputs["8"]["checkpoints"] == [2, 4] and outputs["20"]["images"]
 
         page.wait_for_timeout(1000)
-        run = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, done: r.done}; }")
-        assert run == {"loss": 4, "samples": 2, "done": True}
+        run = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, val: r.validation.length, done: r.done}; }")
+        assert run == {"loss": 4, "samples": 2, "val": 2, "done": True}
         drawn = page.evaluate("""() => { const w = app.graph.getNodeById(8).widgets.find(x => x.name === 'fluxlora_chart');
             return {info: w.element.querySelector('.fluxlora-info').textContent,
                     strip: w.element.querySelectorAll('.fluxlora-strip img').length}; }""")
-        assert drawn["info"].startswith("step 4/4 · loss ") and drawn["strip"] == 2, drawn
+        assert drawn["info"].startswith("step 4/4 · loss ") and " · val " in drawn["info"] and drawn["strip"] == 2, drawn
         page.evaluate("""() => { const n = app.graph.getNodeById(8); app.canvas.ds.scale = 0.8;
                                    app.canvas.ds.offset = [-n.pos[0] + 420, -n.pos[1] + 60]; app.canvas.setDirty(true, true); }""")
         page.wait_for_timeout(800)
@@ -116,8 +117,8 @@ def test_ui_workflow_in_the_browser(server):
         page.reload()
         page.wait_for_function("() => window.app && window.app.graph && window.__fluxlora", timeout=120000)
         page.wait_for_timeout(2000)
-        rebuilt = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length}; }")
-        assert rebuilt == {"loss": 4, "samples": 2}, "the chart history survives a page reload"
+        rebuilt = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, val: r.validation.length}; }")
+        assert rebuilt == {"loss": 4, "samples": 2, "val": 2}, "the chart history survives a page reload"
 
 
 def test_workflow_saved_with_the_first_node_layout_is_migrated(server):
@@ -132,7 +133,7 @@ def test_workflow_saved_with_the_first_node_layout_is_migrated(server):
         assert not page.errors, page.errors
     train = prompt["8"]["inputs"]
     assert {k: v for k, v in train.items() if not isinstance(v, list)} == {
-        "preset": "balanced", "steps": 2000, "learning_rate": 0.0002, "rank": 16, "seed": 0}
+        "preset": "balanced", "steps": 2000, "learning_rate": 0.0002, "rank": 16, "seed": 0, "resume": "off"}
     assert train["dataset"] == ["6", 0] and train["sample_settings"] == ["7", 0] and train["model"] == ["1", 0]
     advanced = prompt[train["advanced"][0]]
     assert advanced["class_type"] == "FluxLoRA_AdvancedSettings"
@@ -140,7 +141,9 @@ def test_workflow_saved_with_the_first_node_layout_is_migrated(server):
                                   "batch_size": 1, "grad_accumulation": 1, "max_grad_norm": 1, "sigma_sampling": "sigmoid",
                                   "sigma_shift": 3.1582, "loss_weighting": "none", "caption_dropout": 0.05,
                                   "train_guidance": 1, "gradient_checkpointing": "on", "targets": "all linear",
-                                  "blocks": "all", "lora_dropout": 0, "use_dora": "off"}
+                                  "blocks": "all", "lora_dropout": 0, "use_dora": "off", "save_every": -1,
+                                  "validation_images": -1, "validation_every": -1, "early_stopping_patience": -1,
+                                  "early_stopping_min_delta": -1, "output_lora": "preset"}
     assert "repeats" not in prompt["4"]["inputs"]
     advanced["inputs"]["warmup_steps"] = 0  # the tiny run has 4 steps
     api = workflow_swaps.tiny_api(prompt, "photos", "flux_lora/migrated")

@@ -10,7 +10,7 @@ import photo_folder
 
 def _dataset(comfy, core, name):
     folder = photo_folder.write_photo_folder(comfy["root"] / "input" / name)
-    return folder, core.dataset.load_folder(str(folder), [], resolution=512)
+    return folder, core.folder.load_folder(str(folder), [], resolution=512)
 
 
 def _run(pack_nodes, dataset, model, mode, sidecars=False, batch_size=2):
@@ -44,6 +44,7 @@ def test_overwrite_and_append(comfy, core, pack_nodes, captioners, model):
     assert all(im.caption and im.caption_source == "auto" for im in over.images)
     assert [im.caption for im in over.images] != [im.caption for im in ds.images]
     assert (folder / "astronaut.txt").read_text().strip() == over.images[0].caption  # overwrite mode replaces files
+    assert (folder / "astronaut.txt.bak").read_text() == ds.images[0].caption  # ... and keeps the user's as a backup
     appended, _ = _run(pack_nodes, ds, model, "append")
     astro = appended.images[0]
     assert astro.caption.startswith(ds.images[0].caption + ", ") and len(astro.caption) > len(ds.images[0].caption) + 2
@@ -70,3 +71,13 @@ def test_interrupt_stops_captioning_and_unloads(comfy, core, pack_nodes, caption
         mm.interrupt_current_processing(False)
     gc.collect()
     assert len(caption.LIVE) == 0
+
+
+def test_captions_survive_a_folder_that_cannot_be_written(comfy, core, pack_nodes, captioners, tmp_path):
+    """Sidecars that cannot be written are reported; the generated captions still reach the trainer."""
+    folder, ds = _dataset(comfy, core, "cap_gone")
+    folder.rename(tmp_path / "moved_away")  # the dataset folder is gone: every sidecar write fails
+    out, report = _run(pack_nodes, ds, "tiny-florence2", "fill missing", sidecars=True)
+    assert "coffee.txt: NOT written" in report and "still used for training" in report
+    coffee = next(im for im in out.images if im.name == "coffee.webp")
+    assert coffee.caption and coffee.caption_source == "auto"

@@ -7,8 +7,15 @@ import torch
 import training_data
 
 BASE = dict(steps=3, learning_rate=1e-2, rank=4, seed=0, caption_dropout=0.0)
-# setting -> (its value in the probe run, other settings both runs use)
+VALIDATE = {"validation_images": 1, "validation_every": 1}
+# setting -> (its value in the probe run, other settings both runs use[, what differs: default the losses or weights])
 PROBES = {
+    "validation_images": (1, {}),
+    "validation_every": (1, {"validation_images": 1}, "validation"),
+    "early_stopping_patience": (1, {**VALIDATE, "early_stopping_min_delta": 10.0}),
+    "early_stopping_min_delta": (10.0, VALIDATE, "validation"),
+    "output_lora": ("best validation", {**VALIDATE, "early_stopping_min_delta": 10.0}),
+    "save_every": (1, {}, "files"),
     "steps": (4, {}),
     "learning_rate": (2e-2, {}),
     "rank": (8, {}),
@@ -40,21 +47,33 @@ def test_every_declared_setting_has_a_probe(core):
         assert (name in MEMORY_ONLY) == (meta["only"] == "memory and speed"), name
 
 
-def _run(comfy, core, tmp_path, **settings):
+def _outputs(comfy, core, tmp_path, **settings):
     model, clip, vae = training_data.load_models(comfy)
     with torch.inference_mode():
-        out = core.run.train_run(model, clip, vae, training_data.dataset(comfy), core.settings.TrainSettings(**settings),
-                                 cache_root=str(tmp_path / "cache"))
-    return out.lora
+        return core.run.train_run(model, clip, vae, training_data.dataset(comfy), core.settings.TrainSettings(**settings),
+                                  cache_root=str(tmp_path / "cache"), runs_root=str(tmp_path / "runs"))
+
+
+def _run(comfy, core, tmp_path, **settings):
+    return _outputs(comfy, core, tmp_path, **settings).lora
+
+
+def _signature(out, what):
+    lora = out.lora
+    if what == "validation":
+        return lora.info.validation, lora.info.best_step, lora.info.stopped_early
+    if what == "files":
+        return [p.rsplit("_", 1)[-1] for p in out.saved]
+    return lora.losses, {k: v.tolist() for k, v in lora.items()}
 
 
 @pytest.mark.parametrize("name", sorted(PROBES))
 def test_setting_changes_the_run(comfy, core, tmp_path, name):
-    value, context = PROBES[name]
-    base = _run(comfy, core, tmp_path, **{**BASE, **context})
-    probe = _run(comfy, core, tmp_path, **{**BASE, **context, name: value})
-    same_weights = base.keys() == probe.keys() and all(torch.equal(base[k], probe[k]) for k in base)
-    assert probe.losses != base.losses or not same_weights, f"{name}={value!r} changed nothing"
+    value, context, *what = PROBES[name]
+    what = what[0] if what else "run"
+    base = _outputs(comfy, core, tmp_path, **{**BASE, **context})
+    probe = _outputs(comfy, core, tmp_path, **{**BASE, **context, name: value})
+    assert _signature(probe, what) != _signature(base, what), f"{name}={value!r} changed nothing"
 
 
 def test_gradient_checkpointing_changes_memory_not_results(comfy, core, tmp_path, monkeypatch):

@@ -117,7 +117,7 @@ def test_block_selection_trains_only_selected_layers(comfy, core):
 def test_training_on_aspect_buckets_keeps_batches_in_one_bucket(comfy, core, monkeypatch):
     folder = photo_folder.write_photo_folder(comfy["root"] / "input" / "photos_buckets")
     model, clip, vae = training_data.load_models(comfy)
-    ds = core.dataset.load_folder(str(folder), [], resolution=256, crop="aspect buckets")
+    ds = core.folder.load_folder(str(folder), [], resolution=256, crop="aspect buckets")
     with torch.inference_mode():
         examples = core.examples.Encoder(model, clip, vae).examples(core.examples.sources_from_dataset(ds))
     assert len(examples) == len(ds.images) and len({tuple(e.latent.shape) for e in examples}) >= 3

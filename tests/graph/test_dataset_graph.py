@@ -1,6 +1,8 @@
 """DatasetLoader -> AutoCaption -> TriggerWord -> FluxLoRATrain -> SaveLoRA in ComfyUI's executor on a messy photo
 folder (real photos, a corrupt file, a tiny image, an uncaptioned image); the second run takes every latent and
 caption embedding from the disk cache."""
+import os
+
 import harness
 import graphs
 import photo_folder
@@ -35,3 +37,21 @@ def test_folder_to_lora_with_cache(comfy, captioners):
     assert executor2.success, harness.error_message(executor2)
     encoded = executor2.history_result["outputs"]["train"]["encoded"][0]
     assert encoded["images"] == 0 and encoded["captions"] == 0 and encoded["cache_hits"] == 8
+
+
+def test_a_listening_server_reads_only_input_and_datasets_folders(comfy, tmp_path, monkeypatch):
+    """With --listen (other machines can queue prompts) an absolute path or '..' out of input/ is refused."""
+    from comfy.cli_args import args
+    outside = photo_folder.write_photo_folder(tmp_path / "private_photos")
+    photo_folder.write_photo_folder(comfy["root"] / "input" / "shared_photos")
+    loader = {"resolution": "512", "crop": "center square 1:1", "caption_extension": ".txt", "small_images": "skip"}
+    monkeypatch.setattr(args, "listen", "0.0.0.0,::")
+    for folder in (str(outside), os.path.relpath(outside, comfy["root"] / "input")):  # absolute, and '..' out of input/
+        executor, _ = harness.run({"data": {"class_type": "FluxLoRA_DatasetLoader", "inputs": {"folder": folder, **loader}}})
+        assert not executor.success and "--listen" in harness.error_message(executor), folder
+    executor, _ = harness.run({"data": {"class_type": "FluxLoRA_DatasetLoader",
+                                        "inputs": {"folder": "shared_photos", **loader}}})
+    assert executor.success, harness.error_message(executor)
+    monkeypatch.setattr(args, "listen", "127.0.0.1")
+    executor, _ = harness.run({"data": {"class_type": "FluxLoRA_DatasetLoader", "inputs": {"folder": str(outside), **loader}}})
+    assert executor.success, harness.error_message(executor)

@@ -25,7 +25,8 @@ def test_events_and_history(comfy, pack_nodes, monkeypatch):
     live.register_routes()
 
     files = images.write_images(comfy["root"] / "input")
-    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=4, prefix="flux_lora/live")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=4, prefix="flux_lora/live",
+                              validation_images=1, validation_every=2)
     g["sampler"] = {"class_type": "FluxLoRA_TestSampler", "inputs": {"prompts": "a red thing", "trigger": "", "width": 256,
                     "height": 256, "steps": 1, "guidance": 3.5, "seed": 1, "every_n_steps": 2}}
     g["train"]["inputs"]["sample_settings"] = ["sampler", 0]
@@ -39,12 +40,15 @@ def test_events_and_history(comfy, pack_nodes, monkeypatch):
     assert [d["step"] for d in samples] == [2, 4] and samples[0]["image"]["type"] == "temp"
     assert (comfy["root"] / "temp" / samples[0]["image"]["filename"]).is_file()
     assert ("fluxlora.done", {"node": "train"}) in fake.events
+    validation = [d for e, d in fake.events if e == "fluxlora.validation"]
+    assert [d["step"] for d in validation] == [2, 4] and all(d["loss"] > 0 for d in validation)
 
     handler = next(r.handler for r in fake.routes if r.path == "/fluxlora/history")
     response = asyncio.run(handler(make_mocked_request("GET", "/fluxlora/history?node=train")))
     history = json.loads(response.body)
     assert history["steps"] == [1, 2, 3, 4] and len(history["loss"]) == 4 and history["done"]
     assert [s["step"] for s in history["samples"]] == [2, 4]
+    assert [s for s, _ in history["validation"]] == [2, 4]
 
     handler = next(r.handler for r in fake.routes if r.path == "/fluxlora/presets")
     presets = json.loads(asyncio.run(handler(make_mocked_request("GET", "/fluxlora/presets"))).body)

@@ -35,11 +35,13 @@ def test_train_save_load_sample(comfy, caplog):
 
 
 def test_cancel_keeps_the_lora_trained_so_far(comfy):
-    """Interrupt (ComfyUI's Cancel) mid-run: the node stops at the next step and saves the LoRA so far."""
+    """Interrupt (ComfyUI's Cancel) mid-run: the node stops at the next step and saves the LoRA so far (with the state
+    to resume from) in the run's folder, where LoraLoader lists it."""
     import comfy.model_management as mm
     from comfy.utils import set_progress_bar_global_hook
     files = images.write_images(comfy["root"] / "input")
     g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=40, prefix="flux_lora/cancelled", seed=3)
+    runs_before = set(comfy["runs"].glob("*"))
 
     def hook(value, total, preview=None, node_id=None):
         if total == 40 and value == 3:
@@ -52,8 +54,13 @@ def test_cancel_keeps_the_lora_trained_so_far(comfy):
         mm.interrupt_current_processing(False)
     assert any(event == "execution_interrupted" for event, _ in executor.status_messages)
     assert not list(comfy["loras"].rglob("cancelled_*"))  # SaveLoRA never ran
-    saved = sorted(comfy["loras"].glob("fluxlora_interrupted/lora_000003steps_*.safetensors"))
-    assert saved, sorted(p.name for p in comfy["loras"].rglob("*.safetensors"))
+    new_runs = set(comfy["runs"].glob("*")) - runs_before
+    assert len(new_runs) == 1, new_runs
+    saved = sorted(new_runs.pop().glob("*.safetensors"))  # the run's checkpoint at the last finished step
+    assert [p.name.rsplit("_", 1)[-1] for p in saved] == ["step000003.safetensors"], saved
+    assert (saved[-1].parent / "training-state.fluxlora").is_file()
+    import folder_paths
+    assert any(n.endswith(saved[-1].name) for n in folder_paths.get_filename_list("loras"))  # LoraLoader lists it
     from safetensors import safe_open
     with safe_open(str(saved[-1]), "pt") as f:
         assert f.metadata()["ss_steps"] == "3" and f.metadata()["ss_max_train_steps"] == "40"

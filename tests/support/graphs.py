@@ -9,8 +9,9 @@ def train_node(inputs_from: dict, advanced_id: str = None, preset: str = "balanc
     Settings node ``advanced_id`` (the rest; returned as that node's inputs, or None when there are none)."""
     basic = {"steps": 60, "learning_rate": 5e-3, "rank": 16, "seed": 0}
     basic.update({k: v for k, v in settings.items() if k in BASIC})
+    resume = settings.pop("resume", "off")
     advanced = {k: v for k, v in settings.items() if k not in BASIC}
-    train = {**inputs_from, "preset": preset, **basic}
+    train = {**inputs_from, "preset": preset, **basic, "resume": resume}
     if advanced:
         train["advanced"] = [advanced_id, 0]
     return train, (advanced or None)

@@ -18,12 +18,12 @@ CLIP_L_CONFIG = {"hidden_size": TEXT_DIM, "intermediate_size": 64, "num_attentio
 T5_CONFIG = {"d_model": TEXT_DIM, "d_ff": 64, "d_kv": 16, "num_heads": 2, "num_layers": 2}
 
 
-def tiny_flux_config():
+def tiny_flux_config(guidance_embed=True):
     head = HIDDEN // HEADS
     side = (head * 7 // 16) // 2 * 2
     return dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=TEXT_DIM, context_in_dim=TEXT_DIM,
                 hidden_size=HIDDEN, mlp_ratio=4.0, num_heads=HEADS, depth=DEPTH, depth_single_blocks=DEPTH_SINGLE,
-                axes_dim=[head - 2 * side, side, side], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True,
+                axes_dim=[head - 2 * side, side, side], theta=10000, patch_size=2, qkv_bias=True, guidance_embed=guidance_embed,
                 txt_ids_dims=[])
 
 
@@ -39,10 +39,10 @@ def _init_(module, seed):
                 p.copy_(torch.randn(p.shape, generator=g) * 0.02)
 
 
-def tiny_flux_state_dict(seed=0):
+def tiny_flux_state_dict(seed=0, guidance_embed=True):
     import comfy.ldm.flux.model
     import comfy.ops
-    cfg = {k: v for k, v in tiny_flux_config().items() if k != "image_model"}
+    cfg = {k: v for k, v in tiny_flux_config(guidance_embed).items() if k != "image_model"}
     model = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=torch.float32, **cfg)
     _init_(model, seed)
     with torch.no_grad():
@@ -89,6 +89,7 @@ def write_model_files(models_dir: Path, seed=0):
     """Writes the tiny checkpoints into ComfyUI's folder layout under ``models_dir``; returns their names."""
     files = {
         "diffusion_models/tiny_flux.safetensors": tiny_flux_state_dict(seed),
+        "diffusion_models/tiny_flux_schnell.safetensors": tiny_flux_state_dict(seed, guidance_embed=False),
         "vae/tiny_flux_taesd.safetensors": tiny_vae_state_dict(seed),
     }
     clip_l, t5 = tiny_text_encoder_state_dicts(seed)
@@ -99,7 +100,7 @@ def write_model_files(models_dir: Path, seed=0):
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             save_file(sd, str(path))
-    return {"unet": "tiny_flux.safetensors", "vae": "tiny_flux_taesd.safetensors",
+    return {"unet": "tiny_flux.safetensors", "schnell": "tiny_flux_schnell.safetensors", "vae": "tiny_flux_taesd.safetensors",
             "clip_l": "tiny_clip_l.safetensors", "t5": "tiny_t5.safetensors"}
 
 

@@ -12,12 +12,12 @@ def folder(comfy):
 
 def test_square_crop_report(comfy, core, folder):
     ds_mod = core.dataset
-    ds = ds_mod.load_folder("photos", [str(comfy["root"] / "input")], resolution=512)  # relative to ComfyUI's input
+    ds = core.folder.load_folder("photos", [str(comfy["root"] / "input")], resolution=512)  # relative to ComfyUI's input
     assert [im.name for im in ds.images] == ["astronaut.png", "chelsea.jpg", "coffee.webp", "rocket.png"]
     assert all(im.bucket == (512, 512) and im.pixels.dtype == torch.uint8 for im in ds.images)
     assert [im.caption_source for im in ds.images] == ["file", "file", "none", "file"]
     problems = "\n".join(ds.problems)
-    for expected in ("astronaut_copy.png: duplicate of astronaut.png", "corrupt.jpg: corrupt or truncated",
+    for expected in ("astronaut_copy.png: duplicate of astronaut.png", "corrupt.jpg: corrupt, truncated",
                      "empty.png: empty file", "notes.jpg: not a readable image", "tiny.png: 100x100 is smaller than 512px - skipped",
                      "coffee.webp: no caption"):
         assert expected in problems, problems
@@ -33,7 +33,7 @@ def test_square_crop_report(comfy, core, folder):
 
 
 def test_aspect_buckets_exif_and_small_images(core, folder):
-    ds = core.dataset.load_folder(str(folder), ["/nonexistent"], resolution=512, crop="aspect buckets",
+    ds = core.folder.load_folder(str(folder), ["/nonexistent"], resolution=512, crop="aspect buckets",
                                   small_images="include")
     buckets = {im.name: im.bucket for im in ds.images}
     assert buckets["chelsea.jpg"][1] > buckets["chelsea.jpg"][0]  # EXIF rotation applied: portrait
@@ -46,19 +46,19 @@ def test_aspect_buckets_exif_and_small_images(core, folder):
 
 
 def test_bucket_sizes_never_upscale(core):
-    assert core.dataset.bucket_size(1200, 800, 1024) == (1152, 768)
-    assert core.dataset.bucket_size(3000, 2000, 1024) == (1216, 832)
-    assert core.dataset.bucket_size(300, 200, 1024) == (256, 192)
+    assert core.folder.bucket_size(1200, 800, 1024) == (1152, 768)
+    assert core.folder.bucket_size(3000, 2000, 1024) == (1216, 832)
+    assert core.folder.bucket_size(300, 200, 1024) == (256, 192)
 
 
 def test_missing_or_empty_folder_is_a_clear_error(comfy, core, tmp_path):
     (comfy["root"] / "input" / "photos_elsewhere").mkdir(exist_ok=True)
     with pytest.raises(ValueError, match=r"'no_such_folder' does not exist.*looked up in .*input.*photos_elsewhere"):
-        core.dataset.load_folder("no_such_folder", [str(comfy["root"] / "input")])
+        core.folder.load_folder("no_such_folder", [str(comfy["root"] / "input")])
     (tmp_path / "only_text").mkdir()
     (tmp_path / "only_text" / "a.txt").write_text("x")
     with pytest.raises(ValueError, match="no usable images in .*only_text"):
-        core.dataset.load_folder(str(tmp_path / "only_text"), [str(tmp_path)])
+        core.folder.load_folder(str(tmp_path / "only_text"), [str(tmp_path)])
 
 
 def test_dataset_from_images_crops_to_multiples_of_16_and_pairs_captions(core):

@@ -45,14 +45,14 @@ def test_presets_are_complete_and_alpha_follows_rank(core):
 def test_train_node_shows_few_widgets_and_advanced_node_the_rest(pack_nodes, core):
     train = pack_nodes.train.FluxLoRATrain.define_schema()
     widgets = [i.id for i in train.inputs if i.get_io_type() in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")]
-    assert widgets == ["preset", "steps", "learning_rate", "rank", "seed"]  # + the frontend's 'control after generate'
+    assert widgets == ["preset", "steps", "learning_rate", "rank", "seed", "resume"]  # + 'control after generate'
     assert all(i.tooltip for i in train.inputs)
     advanced = pack_nodes.advanced.AdvancedSettings.define_schema()
     assert [i.id for i in advanced.inputs] == core.settings.advanced_names()
     assert set(core.settings.basic_names()) | set(core.settings.advanced_names()) == {n for n, *_ in core.settings.declared()}
-    for i in advanced.inputs:  # every advanced widget starts at 'the preset's value'
+    for i in advanced.inputs:  # every advanced widget starts at 'the preset's value' and may be missing (older files)
         assert i.default in ("preset", -1, ""), i.id
-        assert "preset" in i.tooltip
+        assert "preset" in i.tooltip and i.optional
 
 
 def test_advanced_widgets_override_only_what_was_changed(pack_nodes):
