@@ -6,6 +6,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .advanced import AdvancedSettings
 from .caption import AutoCaption
+from .class_images import ClassImages
 from .dataset import DatasetLoader
 from .images import ImageDataset
 from .live import register_routes
@@ -22,4 +23,4 @@ class FluxLoRAExtension(ComfyExtension):
             folder_paths.folder_names_and_paths["captioners"] = ([os.path.join(folder_paths.models_dir, "captioners")], set())
         register_routes()
         return [DatasetLoader, ImageDataset, AutoCaption, TriggerWord, FluxLoRATrain, AdvancedSettings, SaveLoRA,
-                TestSampler]
+                TestSampler, ClassImages]

@@ -63,6 +63,10 @@ class FluxLoRATrain(io.ComfyNode):
                 FLUX_SAMPLE_SETTINGS.Input("sample_settings", optional=True,
                                            tooltip="Test Sampler settings: render sample images every N steps during "
                                                    "training (shown on the node as soon as they exist)."),
+                FLUX_DATASET.Input("regularization", optional=True,
+                                   tooltip="Class images for preservation 'regularization images' (Advanced Settings): "
+                                           "a Dataset Loader folder, or 'Flux LoRA Class Images' to render them once "
+                                           "with this model."),
                 FLUX_LORA_ADVANCED.Input("advanced", optional=True,
                                          tooltip="Flux LoRA Advanced Settings: each setting it does not leave at "
                                                  "'preset' replaces the preset's value."),
@@ -78,12 +82,13 @@ class FluxLoRATrain(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, clip, vae, dataset, preset, resume="off", sample_settings=None, advanced=None,
-                **basic) -> io.NodeOutput:
+    def execute(cls, model, clip, vae, dataset, preset, resume="off", sample_settings=None, regularization=None,
+                advanced=None, **basic) -> io.NodeOutput:
         settings = TrainSettings.from_preset(preset, **(advanced or {}), **basic)
         live = _NodeRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps)
         run = train_run(model, clip, vae, dataset, settings, preset=preset, sample_settings=sample_settings,
-                        hooks=live, cache_root=cache_folder(), runs_root=runs_folder(), resume=resume)
+                        hooks=live, cache_root=cache_folder(), runs_root=runs_folder(), resume=resume,
+                        regularization=regularization)
         live.finish()
         grid = run.sample_grid if run.sample_grid is not None else torch.zeros(1, 64, 64, 3)
         shown = ui.PreviewImage(run.loss_curve, cls=cls).as_dict()

@@ -119,7 +119,9 @@ class _BlockPatch:
     def _check(self, fn, args, extra, names, inputs):
         """Our forward against ComfyUI's own block on the same inputs: no gradients, LoRA dropout off and the random
         streams untouched, so the check never changes what is trained."""
-        with torch.no_grad(), _dropout_off(self.block):
+        device = inputs[0].device
+        with torch.no_grad(), _dropout_off(self.block), torch.random.fork_rng(
+                devices=[device] if device.type == "cuda" else []):
             copies = [t.detach().clone() if i < len(names) else t for i, t in enumerate(inputs)]
             ours = fn(*copies)
             ref = extra["original_block"]({**args, **{n: t.detach().clone() for n, t in zip(names, inputs)}})

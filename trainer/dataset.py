@@ -17,7 +17,7 @@ class DatasetImage:
     sha256: str           # of the file's bytes (of the pixels for images that came as an IMAGE batch)
     pixels: torch.Tensor  # (H, W, 3) uint8, already cropped/resized to the bucket
     caption: str = ""
-    caption_source: str = "none"  # none | file | auto | file+auto | input (Dataset from Images)
+    caption_source: str = "none"  # none | file | auto | file+auto | input (Dataset from Images) | class
 
     @property
     def bucket(self):

@@ -70,6 +70,8 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
     ``lora_B``. The alpha/rank scale is folded into ``lora_B`` (diffusers and ComfyUI then use scale 1)."""
     if any(k.endswith(".dora_scale") for k in weights):
         raise ValueError("DoRA LoRAs can be saved in the 'kohya' format only.")
+    if any(".lokr_" in k for k in weights):
+        raise ValueError("LoKr adapters can be saved in the 'kohya' (LyCORIS) format only.")
     by_comfy_key = diffusers_parts(unet_config)
     out = {}
     for module in _modules(weights):
@@ -96,12 +98,16 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
     """kohya's ``ss_*`` and the ``modelspec.*`` keys from a :class:`~.result.RunInfo`; only what the run used. Nothing
     about where or when it ran: a resumed run's file equals the uninterrupted run's, byte for byte."""
     s, (w, h) = info.settings, info.pixel_size
+    doubled = 2 if s.lora.moves_base_weight else 1  # PiSSA / OLoRA / LoRA-GA files hold a rank-2r LoRA
+    args = {"use_dora": s.use_dora, "targets": s.targets, "blocks": s.blocks, "init": s.init}
+    if s.adapter == "lokr":
+        args = {"algo": "lokr", "factor": s.lokr_factor, "targets": s.targets, "blocks": s.blocks}
     meta = {
-        "ss_network_module": "networks.lora_flux",
-        "ss_network_dim": str(s.rank),
-        "ss_network_alpha": str(s.effective_alpha),
+        "ss_network_module": "lycoris.kohya" if s.adapter == "lokr" else "networks.lora_flux",
+        "ss_network_dim": str(s.rank * doubled),
+        "ss_network_alpha": str(s.effective_alpha * doubled),
         "ss_network_dropout": str(s.lora_dropout),
-        "ss_network_args": json.dumps({"use_dora": s.use_dora, "targets": s.targets, "blocks": s.blocks}),
+        "ss_network_args": json.dumps(args),
         "ss_base_model_version": "flux1",
         "ss_steps": str(info.steps_done),
         "ss_max_train_steps": str(s.steps),
@@ -152,6 +158,11 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
     if info.validation:
         meta["fluxlora_validation"] = json.dumps([[int(step), round(float(v), 6)] for step, v in info.validation])
         meta["fluxlora_best_validation_step"] = str(info.best_step)
+    if s.preservation != "off":
+        meta["fluxlora_preservation"] = json.dumps({"mode": s.preservation, "class_prompt": s.class_prompt,
+                                                    "weight": s.prior_loss_weight})
+    if info.init_seconds is not None:
+        meta["fluxlora_init_seconds"] = f"{info.init_seconds:.3g}"
     if info.skipped_steps:
         meta["fluxlora_skipped_steps"] = str(info.skipped_steps)
     if info.stopped_early:

@@ -11,7 +11,7 @@ import torch
 import comfy.model_management as mm
 import comfy.utils
 
-from . import checkpoint, objective
+from . import checkpoint, lora_init, objective
 from .blocks import install_training_blocks
 from .comfy_features import comfy_training_mode
 from .examples import collate, epoch_batches
@@ -21,6 +21,7 @@ from .flux_model import flux_info
 from .lora import INJECTION_KEY, FluxLoRA
 from .optim import make_optimizer, make_scheduler
 from .predict import predict_velocity
+from .preservation import differential_output_loss
 from .result import RunInfo, TrainedLoRA
 from .settings import TrainSettings
 from .validation import EarlyStopping
@@ -82,6 +83,11 @@ class TrainState:
 
 def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: torch.Generator, device, empty_caption=None):
     """Flow-matching loss of one batch; noise, sigmas and caption dropout come from ``generator`` (CPU, reproducible)."""
+    return _batch(patcher, examples, indices, settings, generator, device, empty_caption)[0]
+
+
+def _batch(patcher, examples, indices, settings, generator, device, empty_caption):
+    """(loss, noisy latents, sigmas) of one batch."""
     latents, context, pooled = collate([examples[i] for i in indices], empty_caption, settings.caption_dropout, generator)
     x0 = latents.to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
@@ -91,7 +97,7 @@ def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: t
     xt = objective.noisy_latents(x0, noise, sigmas.to(device))
     prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance)
     weights = objective.loss_weights(settings.loss_weighting, sigmas).to(device)
-    return objective.flow_matching_loss(prediction, objective.velocity_target(x0, noise), weights)
+    return objective.flow_matching_loss(prediction, objective.velocity_target(x0, noise), weights), xt, sigmas
 
 
 def _rng_devices(device):
@@ -203,16 +209,29 @@ def _diverged(settings, state, saved_path):
         + (f" The LoRA of the last good step ({last_good}) is saved as {saved_path}." if saved_path else ""))
 
 
+def _gradient_batches(patcher, examples, settings, device):
+    """LoRA-GA's gradient estimate: LORA_GA_BATCHES batches on their own random streams (the training's are untouched),
+    with the adapters still at zero, i.e. the base model's gradient."""
+    def run():
+        noise = torch.Generator().manual_seed((noise_seed(settings.seed) + 2) % 2 ** 64)
+        order = epoch_batches(examples, settings.batch_size, torch.Generator().manual_seed((settings.seed + 2) % 2 ** 64))
+        with comfy_training_mode():
+            for _ in range(lora_init.LORA_GA_BATCHES):
+                batch_loss(patcher, examples, next(order), settings, noise, device).backward()
+    return run
+
+
 def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: TrainingHooks = None, empty_caption=None,
                     dataset=None, preset: str = "", validation=None, run: Optional[RunFolder] = None,
-                    resume: Optional[dict] = None) -> TrainedLoRA:
+                    resume: Optional[dict] = None, preservation=None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected only while it is
     loaded, and every exit path (including Interrupt and errors) ejects them. ``empty_caption`` (context, pooled) is
     needed for caption dropout. ``dataset`` (a DatasetInfo) and ``preset`` are recorded in the result's info.
     ``validation`` (a ValidationSet) is evaluated every ``settings.validation_every`` steps. With ``run``, checkpoints
-    go to that run folder; ``resume`` (a state loaded from one) continues where it stopped.
+    go to that run folder; ``resume`` (a state loaded from one) continues where it stopped. ``preservation`` (a
+    preservation.Preservation) adds the regularization-image or differential-output loss.
     """
     if not examples:
         raise ValueError("No training examples.")
@@ -226,7 +245,13 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
         noise_gen = torch.Generator().manual_seed(noise_seed(settings.seed))
         with training_patcher(model, examples, settings) as (patcher, lora, memory):
             params = lora.parameters()
-            optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate)
+            if settings.lora.moves_base_weight and resume is None:
+                seconds = lora_init.initialize(lora, settings.init, _gradient_batches(patcher, examples, settings, device))
+                for p in params:
+                    p.grad = None
+                info = replace(info, init_seconds=seconds)
+            optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate,
+                                       d_coef=settings.prodigy_d_coef)
             scheduler = make_scheduler(settings.scheduler, optimizer, settings.warmup_steps, settings.steps)
             state, stopper = TrainState(), EarlyStopping(settings.early_stopping_patience, settings.early_stopping_min_delta)
             checkpoints = _Checkpoints(run, info, lora, optimizer, scheduler, noise_gen, stopper, device)
@@ -235,8 +260,14 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                 state.stopped_early = False  # resuming is asking for more steps
                 checkpoints.info = info = replace(info, resumed_at=state.step)
             batches = epoch_batches(examples, settings.batch_size, torch.Generator().manual_seed(settings.seed))
+            regularization = preservation.examples if preservation is not None and preservation.examples else None
+            reg_batches = (epoch_batches(regularization, settings.batch_size,
+                                         torch.Generator().manual_seed((settings.seed + 1) % 2 ** 64))
+                           if regularization else None)
             for _ in range(state.batches_drawn):  # the data order continues where the saved run stopped
                 next(batches)
+                if reg_batches is not None:
+                    next(reg_batches)
             progress = comfy.utils.ProgressBar(settings.steps)
             if state.step:
                 progress.update_absolute(state.step, settings.steps)
@@ -248,9 +279,17 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     step_loss = torch.zeros((), device=device)
                     with comfy_training_mode():  # forward and backward (with its recompute) take the same code paths
                         for _ in range(settings.grad_accumulation):
-                            loss = batch_loss(patcher, examples, next(batches), settings, noise_gen, device, empty_caption)
+                            loss, xt, sigmas = _batch(patcher, examples, next(batches), settings, noise_gen, device,
+                                                      empty_caption)
                             state.batches_drawn += 1
-                            (loss / settings.grad_accumulation).backward()
+                            total = loss
+                            if reg_batches is not None:
+                                total = total + preservation.weight * batch_loss(
+                                    patcher, regularization, next(reg_batches), settings, noise_gen, device, empty_caption)
+                            elif preservation is not None and preservation.class_text is not None:
+                                total = total + preservation.weight * differential_output_loss(
+                                    patcher, lora, xt.detach(), sigmas, preservation.class_text, settings.train_guidance)
+                            (total / settings.grad_accumulation).backward()
                             step_loss = step_loss + loss.detach() / settings.grad_accumulation
                     norm = _total_norm(params, settings.max_grad_norm)
                     loss_value, norm_value = torch.stack([step_loss, norm.to(step_loss)]).tolist()  # one device sync

@@ -1,66 +1,34 @@
-"""peft LoRA adapters on ComfyUI's FLUX.1 diffusion model.
+"""peft adapters (LoRA, DoRA, LoKr) on ComfyUI's FLUX.1 diffusion model.
 
-peft replaces the targeted ``Linear`` modules with LoRA wrappers in place. ComfyUI shares one
-``nn.Module`` between all clones of a MODEL and re-patches weights by module name whenever a
-patcher loads, so the wrappers must only be present while the *training* patcher is loaded. That is
-exactly ComfyUI's ``PatcherInjection`` contract: ``ModelPatcher.load()`` ejects before loading and
-injects after, and ``detach()``/unloading (for example when another node samples with a different
-clone) ejects. The adapter parameters live in this object across inject/eject cycles.
+peft replaces the targeted ``Linear`` modules with adapter wrappers in place. ComfyUI shares one ``nn.Module``
+between all clones of a MODEL and re-patches weights by module name whenever a patcher loads, so the wrappers must only
+be present while the *training* patcher is loaded. That is exactly ComfyUI's ``PatcherInjection`` contract:
+``ModelPatcher.load()`` ejects before loading and injects after, and ``detach()``/unloading (for example when another
+node samples with a different clone) ejects. The adapter parameters live in this object across inject/eject cycles.
+
+Initialisations that move part of the base weight into the adapter (PiSSA, OLoRA, LoRA-GA) are computed by peft on a
+copy of each base weight; the shared weights are never changed. The part they would subtract from the base instead
+lives in a frozen second adapter ("init") that holds the initial values negated, so the effective weight is
+``W + s*(B A - B0 A0)``: what peft trains, and exactly a rank-2r LoRA on the untouched base when saved.
 """
-import re
 from dataclasses import dataclass
 
 import torch
-from peft import LoraConfig, inject_adapter_in_model
+from peft import LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft.tuners.lokr import LoKrLayer
 from peft.tuners.lora import LoraLayer
 
 import comfy.patcher_extension
 
+from . import adapter_keys
+from .targets import target_module_names
+
 ADAPTER = "default"
+INIT_ADAPTER = "init"   # frozen: minus the initial values of PiSSA / OLoRA / LoRA-GA
 INJECTION_KEY = "fluxlora_train"
-
-DOUBLE_ALL = ("img_mod.lin", "img_attn.qkv", "img_attn.proj", "img_mlp.0", "img_mlp.2",
-              "txt_mod.lin", "txt_attn.qkv", "txt_attn.proj", "txt_mlp.0", "txt_mlp.2")
-SINGLE_ALL = ("linear1", "linear2", "modulation.lin")
-TARGET_PRESETS = {
-    # every Linear of the double and single blocks (kohya / ai-toolkit default; 304 layers on FLUX.1-dev)
-    "all linear": (DOUBLE_ALL, SINGLE_ALL),
-    # attention projections; single blocks fuse attention with the MLP in linear1/linear2
-    "attention": (("img_attn.qkv", "img_attn.proj", "txt_attn.qkv", "txt_attn.proj"), ("linear1", "linear2")),
-}
-
-
-def parse_block_selection(spec: str, depth: int, depth_single: int):
-    """``"all"`` or e.g. ``"double 0-9, single 20-37"`` -> (double indices, single indices)."""
-    spec = (spec or "").strip().lower()
-    if spec in ("", "all"):
-        return list(range(depth)), list(range(depth_single))
-    chosen = {"double": set(), "single": set()}
-    limits = {"double": depth, "single": depth_single}
-    for part in spec.split(","):
-        m = re.fullmatch(r"\s*(double|single)\s*[: ]?\s*(all|\d+)(?:\s*-\s*(\d+))?\s*", part)
-        if not m:
-            raise ValueError(f"Block selection '{part.strip()}' not understood. Use e.g. 'all', 'double 0-18', "
-                             "'single 7', 'double 0-3, single 20-37'.")
-        kind, lo, hi = m.group(1), m.group(2), m.group(3)
-        lo_i, hi_i = (0, limits[kind] - 1) if lo == "all" else (int(lo), int(hi if hi is not None else lo))
-        if lo_i > hi_i or hi_i >= limits[kind]:
-            raise ValueError(f"Block selection '{part.strip()}' is outside this model's {limits[kind]} {kind} blocks "
-                             f"(valid: 0-{limits[kind] - 1}).")
-        chosen[kind].update(range(lo_i, hi_i + 1))
-    return sorted(chosen["double"]), sorted(chosen["single"])
-
-
-def target_module_names(preset: str, blocks: str, depth: int, depth_single: int):
-    if preset not in TARGET_PRESETS:
-        raise ValueError(f"Unknown LoRA target preset '{preset}'; choose one of {list(TARGET_PRESETS)}.")
-    double_layers, single_layers = TARGET_PRESETS[preset]
-    doubles, singles = parse_block_selection(blocks, depth, depth_single)
-    names = [f"double_blocks.{i}.{n}" for i in doubles for n in double_layers]
-    names += [f"single_blocks.{i}.{n}" for i in singles for n in single_layers]
-    if not names:
-        raise ValueError("The block selection picks no layers to train.")
-    return names
+ADAPTER_TYPES = ("lora", "lokr")
+INITS = ("default", "lora_ga", "pissa", "olora")
+LOKR_PARAMS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
 
 
 def _parent(root, name):
@@ -76,6 +44,40 @@ class LoraSettings:
     use_dora: bool = False
     targets: str = "all linear"
     blocks: str = "all"
+    adapter: str = "lora"
+    init: str = "default"
+    lokr_factor: int = -1
+
+    def __post_init__(self):
+        if self.adapter not in ADAPTER_TYPES or self.init not in INITS:
+            raise ValueError(f"Unknown adapter '{self.adapter}' or init '{self.init}'.")
+        if self.adapter == "lokr" and (self.use_dora or self.init != "default"):
+            raise ValueError("LoKr trains with its own initialisation and without DoRA: set use_dora off and init "
+                             "'default', or use adapter 'lora'.")
+        if self.use_dora and self.init != "default":
+            raise ValueError(f"init '{self.init}' cannot be combined with DoRA; set use_dora off or init 'default'.")
+
+    @property
+    def moves_base_weight(self) -> bool:
+        return self.init in ("lora_ga", "pissa", "olora")
+
+
+def _peft_config(settings: LoraSettings, names):
+    if settings.adapter == "lokr":
+        return LoKrConfig(r=settings.rank, alpha=settings.alpha, target_modules=names, rank_dropout=0.0,
+                          module_dropout=0.0, decompose_factor=settings.lokr_factor)
+    return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                      use_dora=settings.use_dora, target_modules=names, bias="none")
+
+
+def _adapter_params(layer, adapter):
+    """(suffix, parameter) of one layer's adapter, in a fixed order."""
+    if isinstance(layer, LoKrLayer):
+        return [(n, getattr(layer, n)[adapter]) for n in LOKR_PARAMS if adapter in getattr(layer, n)]
+    params = [("lora_A", layer.lora_A[adapter].weight), ("lora_B", layer.lora_B[adapter].weight)]
+    if adapter in getattr(layer, "lora_magnitude_vector", {}):
+        params.append(("magnitude", layer.lora_magnitude_vector[adapter].weight))
+    return params
 
 
 class FluxLoRA:
@@ -84,37 +86,43 @@ class FluxLoRA:
     def __init__(self, diffusion_model, settings: LoraSettings, device):
         self.model = diffusion_model
         self.settings = settings
+        self.device = device
         self.names = target_module_names(settings.targets, settings.blocks,
                                          len(diffusion_model.double_blocks), len(diffusion_model.single_blocks))
-        if settings.use_dora:
+        if settings.use_dora or settings.moves_base_weight:
+            what = "DoRA" if settings.use_dora else f"init '{settings.init}'"
             bad = {str(diffusion_model.get_submodule(n).weight.dtype) for n in self.names
                    if diffusion_model.get_submodule(n).weight.dtype not in (torch.float32, torch.bfloat16, torch.float16)}
             if bad:
-                raise ValueError(f"DoRA needs unquantized base weights, but this MODEL stores {', '.join(sorted(bad))}. "
-                                 "Load the model with weight_dtype 'default' or turn DoRA off.")
-        config = LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                            use_dora=settings.use_dora, target_modules=self.names, bias="none")
+                raise ValueError(f"{what} needs unquantized base weights, but this MODEL stores {', '.join(sorted(bad))}. "
+                                 f"Load the model with weight_dtype 'default' or turn {what} off.")
         before = set(vars(diffusion_model))
-        inject_adapter_in_model(config, diffusion_model, adapter_name=ADAPTER)
+        inject_adapter_in_model(_peft_config(settings, self.names), diffusion_model, adapter_name=ADAPTER)
         for attr in set(vars(diffusion_model)) - before:  # peft notes its config on the model: not on a shared one
             delattr(diffusion_model, attr)
-        self.layers = {n: m for n, m in diffusion_model.named_modules() if isinstance(m, LoraLayer)}
+        self.layers = {n: m for n, m in diffusion_model.named_modules() if isinstance(m, (LoraLayer, LoKrLayer))}
         if sorted(self.layers) != sorted(self.names):
             self._restore_base_layers()
             raise RuntimeError("peft wrapped an unexpected set of layers: "
                                f"{sorted(set(self.layers) ^ set(self.names))[:5]}")
         for layer in self.layers.values():
-            # LoRA weights train in float32 on the compute device, whatever the base weight dtype
-            # (peft would copy fp8/bf16 base dtypes); re-initialise after the cast so the init is exact.
-            for sub in (layer.lora_A, layer.lora_B, layer.lora_dropout):
-                sub.to(device=device, dtype=torch.float32)
-            layer.reset_lora_parameters(ADAPTER, True)
+            # adapters train in float32 on the compute device, whatever the base weight dtype (peft would copy fp8/bf16
+            # base dtypes); re-initialise after the cast so the init is exact
+            for _, p in _adapter_params(layer, ADAPTER):
+                p.data = p.data.to(device=device, dtype=torch.float32)
+            for sub in ("lora_dropout",):
+                if hasattr(layer, sub):
+                    getattr(layer, sub).to(device=device)
+            if isinstance(layer, LoKrLayer):
+                layer.reset_adapter_parameters(ADAPTER)
+            else:
+                layer.reset_lora_parameters(ADAPTER, True)
             if settings.use_dora:
                 # B = 0 at init, so DoRA's magnitude starts as the row norms of the base weight
-                magnitude = layer.lora_magnitude_vector[ADAPTER]
-                magnitude.to(device=device, dtype=torch.float32)
                 with torch.no_grad():
-                    magnitude.weight.copy_(layer.base_layer.weight.detach().float().norm(dim=1).to(device))
+                    layer.lora_magnitude_vector[ADAPTER].weight.copy_(
+                        layer.base_layer.weight.detach().float().norm(dim=1).to(device))
+        self.has_init_offset = False
         self.attached = True
         self.detach()
 
@@ -141,24 +149,54 @@ class FluxLoRA:
     def injection(self):
         return comfy.patcher_extension.PatcherInjection(inject=lambda _mp: self.attach(), eject=lambda _mp: self.detach())
 
+    # -- initialisations that move part of the base weight (PiSSA, OLoRA, LoRA-GA) --------------------
+    def add_init_offset(self, initial: dict):
+        """Adds the frozen 'init' adapter holding minus the initial ``{layer: (A0, B0)}``; afterwards both adapters are
+        active in every layer."""
+        was_attached = self.attached
+        self.attach()
+        config = LoraConfig(r=self.settings.rank, lora_alpha=self.settings.alpha, lora_dropout=0.0,
+                            target_modules=self.names, bias="none")
+        before = set(vars(self.model))
+        inject_adapter_in_model(config, self.model, adapter_name=INIT_ADAPTER)
+        for attr in set(vars(self.model)) - before:
+            delattr(self.model, attr)
+        for name, layer in self.layers.items():
+            a0, b0 = initial[name]
+            with torch.no_grad():
+                layer.lora_A[INIT_ADAPTER].weight.data = a0.to(device=self.device, dtype=torch.float32).clone()
+                layer.lora_B[INIT_ADAPTER].weight.data = -b0.to(device=self.device, dtype=torch.float32).clone()
+            layer.set_adapter([ADAPTER, INIT_ADAPTER])
+            for p in (layer.lora_A[INIT_ADAPTER].weight, layer.lora_B[INIT_ADAPTER].weight):
+                p.requires_grad_(False)
+        self.has_init_offset = True
+        if not was_attached:
+            self.detach()
+
+    def init_offset(self) -> dict:
+        """``{layer: (A0, B0)}`` of the frozen init adapter (empty without one)."""
+        if not self.has_init_offset:
+            return {}
+        return {n: (l.lora_A[INIT_ADAPTER].weight.detach().cpu().clone(), -l.lora_B[INIT_ADAPTER].weight.detach().cpu().clone())
+                for n, l in self.layers.items()}
+
     # -- parameters and export ---------------------------------------------------------------------
     def parameters(self):
         return [p for _, p in self.named_parameters()]
 
     def named_parameters(self):
         """(name, parameter) of every trainable tensor, in the order of :meth:`parameters`."""
-        out = []
-        for name in self.names:
-            layer = self.layers[name]
-            out += [(f"{name}.lora_A", layer.lora_A[ADAPTER].weight), (f"{name}.lora_B", layer.lora_B[ADAPTER].weight)]
-            if self.settings.use_dora:
-                out.append((f"{name}.magnitude", layer.lora_magnitude_vector[ADAPTER].weight))
-        return out
+        return [(f"{name}.{suffix}", p) for name in self.names for suffix, p in _adapter_params(self.layers[name], ADAPTER)]
 
     def trainable_state(self) -> dict:
-        return {name: p.detach().cpu().clone() for name, p in self.named_parameters()}
+        state = {name: p.detach().cpu().clone() for name, p in self.named_parameters()}
+        for name, (a0, b0) in self.init_offset().items():
+            state[f"{name}.init_A"], state[f"{name}.init_B"] = a0, b0
+        return state
 
     def load_trainable_state(self, state: dict):
+        if any(k.endswith(".init_A") for k in state) and not self.has_init_offset:
+            self.add_init_offset({n: (state[f"{n}.init_A"], state[f"{n}.init_B"]) for n in self.names})
         with torch.no_grad():
             for name, p in self.named_parameters():
                 p.copy_(state[name].to(p))
@@ -168,26 +206,19 @@ class FluxLoRA:
             p.requires_grad_(flag)
 
     def comfy_state_dict(self):
-        """Adapters as ComfyUI-native LoRA keys (``diffusion_model.<layer>.lora_up/lora_down/alpha``), float32 on CPU.
-
-        ComfyUI applies ``W + alpha/rank * up @ down``, the same scale peft trains with. A DoRA
-        magnitude is converted to ComfyUI's output-axis ``dora_scale`` convention, which normalises by
-        the *base* weight's row norm: ``dora_scale = m * ||W|| / ||W + dW||`` reproduces peft exactly.
-        """
+        """The adapters as ComfyUI-native keys (``diffusion_model.<layer>.*``), float32 on CPU; see adapter_keys."""
         out = {}
-        scale = self.settings.alpha / self.settings.rank
         for name in self.names:
             layer = self.layers[name]
-            down = layer.lora_A[ADAPTER].weight.detach().float()
-            up = layer.lora_B[ADAPTER].weight.detach().float()
+            params = {suffix: p.detach().float() for suffix, p in _adapter_params(layer, ADAPTER)}
             key = f"diffusion_model.{name}"
-            out[f"{key}.lora_up.weight"] = up.cpu().clone()
-            out[f"{key}.lora_down.weight"] = down.cpu().clone()
-            out[f"{key}.alpha"] = torch.tensor(float(self.settings.alpha))
-            if self.settings.use_dora:
-                with torch.no_grad():
-                    w = layer.base_layer.weight.detach().float().to(up.device)
-                    magnitude = layer.lora_magnitude_vector[ADAPTER].weight.detach().float()
-                    ratio = w.norm(dim=1) / (w + scale * (up @ down)).norm(dim=1)
-                    out[f"{key}.dora_scale"] = (magnitude * ratio).reshape(-1, 1).cpu().clone()
+            if isinstance(layer, LoKrLayer):
+                out.update(adapter_keys.lokr_keys(key, params, layer.scaling[ADAPTER], self.settings.alpha,
+                                                  self.settings.rank))
+                continue
+            offset = None
+            if self.has_init_offset:
+                offset = (layer.lora_A[INIT_ADAPTER].weight.detach().float(), layer.lora_B[INIT_ADAPTER].weight.detach().float())
+            base = layer.base_layer.weight.detach() if self.settings.use_dora else None
+            out.update(adapter_keys.lora_keys(key, params, self.settings.alpha, self.settings.rank, offset, base))
         return out

@@ -1,12 +1,12 @@
 """Optimizers and learning-rate schedules (library implementations only)."""
 import torch
 
-OPTIMIZERS = ("adamw", "adamw8bit", "adafactor")
+OPTIMIZERS = ("adamw", "adamw8bit", "adafactor", "prodigy")
 SCHEDULERS = ("constant", "cosine", "linear")
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float = 1e-4):
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 1e-4, d_coef: float = 1.0):
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw8bit":
@@ -21,6 +21,11 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float = 1e-4):
         # fixed learning rate (the FluxGym / kohya low-VRAM preset), no relative-step magic
         return Adafactor(params, lr=lr, relative_step=False, scale_parameter=False, warmup_init=False,
                          weight_decay=weight_decay)
+    if name == "prodigy":
+        from prodigyopt import Prodigy
+        # the usual FLUX settings: bias correction and safeguarded warmup on
+        return Prodigy(params, lr=lr, weight_decay=weight_decay, d_coef=d_coef, use_bias_correction=True,
+                       safeguard_warmup=True)
     raise ValueError(f"Unknown optimizer '{name}'; choose one of {OPTIMIZERS}.")
 
 

@@ -23,6 +23,7 @@ class RunInfo:
     best_step: Optional[int] = None      # the step with the lowest validation loss
     stopped_early: bool = False
     resumed_at: Optional[int] = None     # the step this run was resumed from
+    init_seconds: Optional[float] = None # time the LoRA-GA / PiSSA / OLoRA initialisation took
 
     @property
     def trigger(self) -> str:

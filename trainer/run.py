@@ -17,6 +17,7 @@ from .flux_model import check_clip, check_vae, flux_info
 from .images import to_pil
 from .loop import RunFolder, TrainingHooks, train_flux_lora
 from .plot import loss_curve_image
+from .preservation import Preservation
 from .result import TrainedLoRA
 from .sampling import PromptSet, SampleSettings, labelled_grid, render
 from .settings import TrainSettings, resumable_names
@@ -102,19 +103,27 @@ def _resume(runs_root, resume: str, identity: dict, settings: TrainSettings):
 
 def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str = "",
               sample_settings: Optional[SampleSettings] = None, hooks: Optional[RunHooks] = None,
-              cache_root: Optional[str] = None, runs_root: Optional[str] = None, resume: str = "off") -> RunOutputs:
+              cache_root: Optional[str] = None, runs_root: Optional[str] = None, resume: str = "off",
+              regularization=None) -> RunOutputs:
     """Trains a LoRA on ``dataset`` (a FluxDataset) with ComfyUI's MODEL/CLIP/VAE; the MODEL is left unchanged.
 
     With ``runs_root`` the run gets its own folder there for checkpoints; ``resume`` ('latest' or a run folder's name)
-    continues a saved run instead. Everything that can be checked is checked before the first image is encoded."""
+    continues a saved run instead. ``regularization`` (a FluxDataset of class images) is trained on alongside, for
+    preservation 'regularization images'. Everything that can be checked is checked before the first image is encoded."""
     hooks = hooks or RunHooks()
     flux_info(model)
     check_clip(clip, model)
     check_vae(vae, model)
     if not dataset.images:
         raise ValueError("The dataset has no images.")
+    if (regularization is not None) != (settings.preservation == "regularization images"):
+        raise ValueError("Regularization images need both: a dataset connected to 'regularization' and preservation set "
+                         "to 'regularization images'" + (" (a dataset is connected but preservation is "
+                                                          f"'{settings.preservation}')." if regularization is not None
+                                                          else " (no dataset is connected)."))
     train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
-    identity = {"dataset": dataset.fingerprint(), "model": checkpoint.model_identity(model), "settings": settings.as_dict()}
+    identity = {"dataset": dataset.fingerprint() + (regularization.fingerprint() if regularization else ""),
+                "model": checkpoint.model_identity(model), "settings": settings.as_dict()}
     run_path, saved = _resume(runs_root, resume, identity, settings)
     uncaptioned = [im.name for im in dataset.images if not im.caption]
     if uncaptioned:
@@ -123,6 +132,16 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     encoder = Encoder(model, clip, vae, cache)
     examples = encoder.examples(sources_from_dataset(dataset))
     empty_caption = encoder.text("") if settings.caption_dropout > 0 else None
+    preservation = None
+    if settings.preservation == "regularization images":
+        class_sources = sources_from_dataset(regularization)
+        for source in class_sources:
+            source.caption = source.caption or settings.class_prompt
+        preservation = Preservation(settings.preservation, settings.prior_loss_weight,
+                                    examples=encoder.examples(class_sources))
+    elif settings.preservation == "differential output":
+        preservation = Preservation(settings.preservation, settings.prior_loss_weight,
+                                    class_text=encoder.text(settings.class_prompt.strip()))
     # sample prompts are encoded now, before the text encoders leave VRAM
     prompts = PromptSet(clip, sample_settings, dataset.trigger) if sample_settings is not None else None
     release(clip.patcher, vae.patcher)
@@ -132,7 +151,7 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     loop_hooks = _CheckpointSamples(hooks, model, vae, prompts)
     lora = train_flux_lora(model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
                            dataset.describe(), preset, validation, RunFolder(run_path, identity) if run_path else None,
-                           saved)
+                           saved, preservation)
     with torch.inference_mode(False):
         curve = loss_curve_image(lora.losses, lora.learning_rates, markers=loop_hooks.steps,
                                  validation=lora.info.validation)

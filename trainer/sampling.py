@@ -48,18 +48,20 @@ class PromptSet:
         self.negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
 
 
-def render(model, vae, prompt_set: PromptSet, lora_weights=None) -> torch.Tensor:
-    """Euler, FLUX's resolution-dependent shift, distilled guidance, fixed seed: one image per prompt.
-    ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch, exactly like LoraLoader."""
+def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> torch.Tensor:
+    """Euler, FLUX's resolution-dependent shift, distilled guidance, fixed seed: one image per prompt (or, with
+    ``seeds``, one per seed of the first prompt). ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch,
+    exactly like LoraLoader."""
     s = prompt_set.settings
+    jobs = [(p, s.seed) for p in prompt_set.positive] if seeds is None else [(prompt_set.positive[0], x) for x in seeds]
     with torch.random.fork_rng(devices=[]), torch.inference_mode():  # never disturb the training RNG stream
         if lora_weights is not None:
             model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), 1.0, 0)
         model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]
         latent = {"samples": torch.zeros(1, 16, s.height // 8, s.width // 8)}
         images = []
-        for positive in prompt_set.positive:
-            out = common_ksampler(model, s.seed, s.steps, 1.0, "euler", "simple", positive, prompt_set.negative, latent,
+        for positive, seed in jobs:
+            out = common_ksampler(model, seed, s.steps, 1.0, "euler", "simple", positive, prompt_set.negative, latent,
                                   denoise=1.0)[0]
             images.append(vae.decode(out["samples"])[:1].float().cpu())
         return torch.cat(images)

@@ -6,9 +6,11 @@ probe in tests/core/test_settings_effects.py, which proves that every setting ch
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from .lora import TARGET_PRESETS, LoraSettings
+from .lora import ADAPTER_TYPES, INITS, LoraSettings
 from .objective import DEFAULT_SHIFT, LOSS_WEIGHTINGS, SIGMA_SAMPLERS
 from .optim import OPTIMIZERS, SCHEDULERS
+from .preservation import PRESERVATION_MODES
+from .targets import TARGET_PRESETS
 
 
 def setting(default, help: str, *, min=None, max=None, step=None, choices=None, basic=False, only="",
@@ -34,7 +36,8 @@ class TrainSettings:
                                 "keeps the effective learning rate when you change the rank.", min=0.0, max=1024.0,
                            step=0.5)
     optimizer: str = setting("adamw", "adamw: reliable default. adamw8bit (bitsandbytes): 8-bit optimizer state. "
-                                      "adafactor: least optimizer memory.", choices=OPTIMIZERS)
+                                      "adafactor: least optimizer memory. prodigy: finds its own step size; set the "
+                                      "learning rate to 1.0 with it.", choices=OPTIMIZERS)
     scheduler: str = setting("constant", "Learning-rate schedule after the warmup (transformers' implementations).",
                              choices=SCHEDULERS)
     warmup_steps: int = setting(0, "Linear learning-rate warmup from 0, in steps (~5% of the steps is common with "
@@ -88,6 +91,29 @@ class TrainSettings:
     output_lora: str = setting("last step", "What the node outputs: the LoRA of the last step, or of the step with the "
                                             "lowest validation loss (also saved in the run's folder).",
                                choices=("last step", "best validation"), only="validation", resumable=True)
+    adapter: str = setting("lora", "lora: low-rank adapter (with optional DoRA). lokr: LyCORIS LoKr, a Kronecker "
+                                   "product adapter (saved in LyCORIS keys, kohya format; try a higher learning rate, "
+                                   "e.g. 1e-3).", choices=ADAPTER_TYPES)
+    lokr_factor: int = setting(-1, "LoKr's Kronecker factor: each weight is split into blocks of about this size "
+                                   "(-1: as square as possible). Smaller: fewer parameters.", min=-1, max=256,
+                               only="adapter 'lokr'")
+    init: str = setting("default", "How the LoRA starts. default: B = 0 (no change at step 0). lora_ga: aligned with "
+                                   "the gradient of a few batches (converges faster; costs a few passes first). "
+                                   "pissa / olora: from the base weights' principal directions. All start from the "
+                                   "unchanged model; the file is a normal LoRA (rank 2 x rank for the last three).",
+                        choices=INITS)
+    preservation: str = setting("off", "Keeps the model's idea of the class (e.g. 'a woman') from drifting toward your "
+                                       "subject. regularization images: also trains on a second dataset of class "
+                                       "images (connect it to 'regularization'). differential output: pulls the "
+                                       "LoRA's prediction for class_prompt toward the untouched model's (no images "
+                                       "needed; one extra pass per step).", choices=PRESERVATION_MODES)
+    class_prompt: str = setting("", "The class your subject belongs to, e.g. 'a photo of a woman' (differential "
+                                    "output; also the caption of regularization images that have none).",
+                                only="preservation")
+    prior_loss_weight: float = setting(1.0, "Weight of the preservation loss next to the training loss.", min=0.0,
+                                       max=10.0, step=0.05, only="preservation")
+    prodigy_d_coef: float = setting(1.0, "Prodigy's d_coef: scales the step size it finds (0.5 is gentler).",
+                                    min=0.01, max=10.0, step=0.05, only="optimizer 'prodigy'")
 
     def __post_init__(self):
         problems = []
@@ -103,6 +129,16 @@ class TrainSettings:
             problems.append(f"warmup_steps ({self.warmup_steps}) must be fewer than steps ({self.steps})")
         if self.output_lora == "best validation" and self.validation_images == 0:
             problems.append("output_lora 'best validation' needs validation_images > 0")
+        if self.optimizer == "prodigy" and self.learning_rate < 0.1:
+            problems.append(f"prodigy finds its own step size and multiplies it by the learning rate: set learning_rate "
+                            f"to 1.0 (now {self.learning_rate:g})")
+        if self.preservation == "differential output" and not self.class_prompt.strip():
+            problems.append("preservation 'differential output' needs a class_prompt (e.g. 'a photo of a woman')")
+        if not problems:
+            try:
+                self.lora
+            except ValueError as e:
+                problems.append(str(e).rstrip("."))
         if problems:
             raise ValueError("Invalid training settings: " + "; ".join(problems) + ".")
 
@@ -113,7 +149,8 @@ class TrainSettings:
     @property
     def lora(self) -> LoraSettings:
         return LoraSettings(rank=self.rank, alpha=self.effective_alpha, dropout=self.lora_dropout,
-                            use_dora=self.use_dora, targets=self.targets, blocks=self.blocks)
+                            use_dora=self.use_dora, targets=self.targets, blocks=self.blocks, adapter=self.adapter,
+                            init=self.init, lokr_factor=self.lokr_factor)
 
     def with_changes(self, **changes) -> "TrainSettings":
         unknown = sorted(set(changes) - {f.name for f in fields(self)})

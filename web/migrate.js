@@ -8,7 +8,7 @@ const OLD_TRAIN = ["steps", "learning_rate", "rank", "alpha", "optimizer", "sche
 // the new node's inputs in order, as the frontend serializes them (sockets, then widgets, then optional sockets)
 const NEW_TRAIN_INPUTS = [["model", "MODEL"], ["clip", "CLIP"], ["vae", "VAE"], ["dataset", "FLUX_DATASET"],
   ["preset", "COMBO", true], ["steps", "INT", true], ["learning_rate", "FLOAT", true], ["rank", "INT", true],
-  ["seed", "INT", true], ["resume", "COMBO", true], ["sample_settings", "FLUX_SAMPLE_SETTINGS"],
+  ["seed", "INT", true], ["resume", "COMBO", true], ["sample_settings", "FLUX_SAMPLE_SETTINGS"], ["regularization", "FLUX_DATASET"],
   ["advanced", "FLUX_LORA_ADVANCED"]];
 const RENAMED_INPUTS = { samples: "sample_settings" };
 const pending = new Map(); // train node id -> the Advanced Settings values to attach after the graph is configured
@@ -53,7 +53,7 @@ function migrateTrain(node, graphData, notes) {
     const found = link != null ? linkOf(graphData.links, link) : null;
     if (found) setTargetSlot(found, slot);
     return { localized_name: name, name, type, ...(widget ? { widget: { name } } : {}),
-      ...(["sample_settings", "advanced"].includes(name) ? { shape: 7 } : {}), link: found ? link : null };
+      ...(["sample_settings", "regularization", "advanced"].includes(name) ? { shape: 7 } : {}), link: found ? link : null };
   });
   notes.push(`Flux LoRA Train #${node.id} was saved with the old 22-setting layout: it now uses the 'balanced' ` +
     "preset, and its other settings were moved to a connected 'Flux LoRA Advanced Settings' node (same training).");

@@ -46,7 +46,22 @@ def _wait_history(url, prompt_id, timeout=300):
 def test_templates_route_lists_the_workflows(server):
     url, _ = server
     templates = _get(f"{url}/workflow_templates")
-    assert sorted(templates["comfyui_fluxlora"]) == ["flux_lora_trainer", "flux_lora_trainer_captioned_folder"]
+    assert sorted(templates["comfyui_fluxlora"]) == ["flux_lora_merge", "flux_lora_trainer", "flux_lora_trainer_captioned_folder"]
+
+
+@pytest.mark.parametrize("name", ["flux_lora_trainer_captioned_folder", "flux_lora_merge"])
+def test_ui_workflow_equals_its_api_file(server, name):
+    url, _ = server
+    ui = json.loads((WORKFLOWS / f"{name}.json").read_text())
+    api = json.loads((WORKFLOWS / "api" / f"{name}.json").read_text())
+    with browser.browser_page(url) as page:
+        page.evaluate("async ([g, n]) => { await app.loadGraphData(g, true, true, n); }", [ui, name])
+        page.wait_for_timeout(500)
+        assert page.evaluate("() => app.graph.nodes.filter(n => !LiteGraph.registered_node_types[n.type]).map(n => n.type)") == []
+        prompt = page.evaluate("async () => (await app.graphToPrompt()).output")
+        assert not page.errors, page.errors
+    assert {k: (v["class_type"], v["inputs"]) for k, v in prompt.items()} == \
+        {k: (v["class_type"], v["inputs"]) for k, v in api.items()}
 
 
 SWAP_JS = """
@@ -137,13 +152,12 @@ def test_workflow_saved_with_the_first_node_layout_is_migrated(server):
     assert train["dataset"] == ["6", 0] and train["sample_settings"] == ["7", 0] and train["model"] == ["1", 0]
     advanced = prompt[train["advanced"][0]]
     assert advanced["class_type"] == "FluxLoRA_AdvancedSettings"
-    assert advanced["inputs"] == {"alpha": 16, "optimizer": "adamw8bit", "scheduler": "constant", "warmup_steps": 100,
-                                  "batch_size": 1, "grad_accumulation": 1, "max_grad_norm": 1, "sigma_sampling": "sigmoid",
-                                  "sigma_shift": 3.1582, "loss_weighting": "none", "caption_dropout": 0.05,
-                                  "train_guidance": 1, "gradient_checkpointing": "on", "targets": "all linear",
-                                  "blocks": "all", "lora_dropout": 0, "use_dora": "off", "save_every": -1,
-                                  "validation_images": -1, "validation_every": -1, "early_stopping_patience": -1,
-                                  "early_stopping_min_delta": -1, "output_lora": "preset"}
+    old = {"alpha": 16, "optimizer": "adamw8bit", "scheduler": "constant", "warmup_steps": 100, "batch_size": 1,
+           "grad_accumulation": 1, "max_grad_norm": 1, "sigma_sampling": "sigmoid", "sigma_shift": 3.1582,
+           "loss_weighting": "none", "caption_dropout": 0.05, "train_guidance": 1, "gradient_checkpointing": "on",
+           "targets": "all linear", "blocks": "all", "lora_dropout": 0, "use_dora": "off"}
+    assert {k: v for k, v in advanced["inputs"].items() if k in old} == old  # every old value, on the new node
+    assert all(v in ("preset", -1, "") for k, v in advanced["inputs"].items() if k not in old)  # the rest: the preset's
     assert "repeats" not in prompt["4"]["inputs"]
     advanced["inputs"]["warmup_steps"] = 0  # the tiny run has 4 steps
     api = workflow_swaps.tiny_api(prompt, "photos", "flux_lora/migrated")

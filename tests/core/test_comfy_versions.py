@@ -15,8 +15,8 @@ def test_training_forward_and_backward_run_in_comfy_training_mode(comfy, core, m
     model, examples = training_data.model_and_examples(comfy)
     had_flag = hasattr(mm, "in_training")
     during_forward = []
-    original = loop.batch_loss
-    monkeypatch.setattr(loop, "batch_loss",
+    original = loop._batch
+    monkeypatch.setattr(loop, "_batch",
                         lambda *a, **k: during_forward.append(getattr(mm, "in_training", None)) or original(*a, **k))
     hooks = RecordingHooks(checkpoint_every=1, on_checkpoint=lambda step, weights: getattr(mm, "in_training", None))
     with torch.inference_mode():

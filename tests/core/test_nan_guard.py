@@ -36,13 +36,13 @@ def test_diverging_settings_stop_with_advice_and_keep_the_last_good_lora(comfy):
 def test_a_single_bad_step_is_skipped_and_counted(comfy, core, monkeypatch):
     model, examples = training_data.model_and_examples(comfy)
     calls = []
-    original = core.loop.batch_loss
+    original = core.loop._batch
 
     def sometimes_nan(*args, **kwargs):
         calls.append(1)
-        loss = original(*args, **kwargs)
-        return loss * float("nan") if len(calls) == 2 else loss
-    monkeypatch.setattr(core.loop, "batch_loss", sometimes_nan)
+        loss, xt, sigmas = original(*args, **kwargs)
+        return (loss * float("nan") if len(calls) == 2 else loss), xt, sigmas
+    monkeypatch.setattr(core.loop, "_batch", sometimes_nan)
     with torch.inference_mode():
         lora = core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(steps=4, caption_dropout=0.0,
                                                                                       learning_rate=1e-2))

@@ -4,41 +4,8 @@ import pytest
 import torch
 
 import training_data
+from model_snapshot import assert_clean as _assert_clean, sample as _sample, snapshot as _snapshot
 from recording import RecordingHooks
-
-
-def _sample(model, clip):
-    import nodes
-    pos = nodes.CLIPTextEncode().encode(clip, "tok_test a red thing")[0]
-    neg = nodes.CLIPTextEncode().encode(clip, "")[0]
-    latent = {"samples": torch.zeros(1, 16, 8, 8)}
-    with torch.inference_mode():
-        return nodes.common_ksampler(model, 5, 3, 1.0, "euler", "simple", pos, neg, latent)[0]["samples"]
-
-
-def _snapshot(model):
-    dm = model.model.diffusion_model
-    return {
-        "modules": [(n, type(m).__name__) for n, m in dm.named_modules()],
-        "attrs": sorted(vars(dm)),
-        "params": {k: v.detach().clone() for k, v in dm.state_dict().items()},
-        "weight_functions": sum(len(getattr(m, "weight_function", [])) + len(getattr(m, "bias_function", []))
-                                for m in dm.modules()),
-        "model_options": repr(model.model_options),
-        "patches": len(model.patches),
-        "injections": dict(model.injections),
-    }
-
-
-def _assert_clean(before, after):
-    assert after["modules"] == before["modules"]
-    assert after["attrs"] == before["attrs"]
-    assert after["weight_functions"] == before["weight_functions"] == 0
-    assert after["model_options"] == before["model_options"]
-    assert after["patches"] == before["patches"] and after["injections"] == before["injections"]
-    assert after["params"].keys() == before["params"].keys()
-    for k, v in before["params"].items():
-        assert torch.equal(after["params"][k], v), k
 
 
 def test_sampling_identical_after_training(comfy, core):

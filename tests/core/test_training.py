@@ -59,8 +59,8 @@ def test_warmup_and_cosine_schedule(comfy, core):
 def test_progress_bar_and_gradient_accumulation(comfy, core, monkeypatch):
     from comfy.utils import set_progress_bar_global_hook
     seen, calls = [], []
-    original = core.loop.batch_loss
-    monkeypatch.setattr(core.loop, "batch_loss", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = core.loop._batch
+    monkeypatch.setattr(core.loop, "_batch", lambda *a, **k: calls.append(1) or original(*a, **k))
     set_progress_bar_global_hook(lambda value, total, preview=None, node_id=None: seen.append((value, total)))
     try:
         _train(comfy, core, steps=3, grad_accumulation=2)

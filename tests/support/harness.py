@@ -46,7 +46,8 @@ def setup(root: Path):
                         ("input", folder_paths.set_input_directory), ("user", folder_paths.set_user_directory)):
         (root / sub).mkdir(parents=True, exist_ok=True)
         setter(str(root / sub))
-    folder_paths.add_model_folder_path("loras", str(root / "output" / "loras"))  # as ComfyUI's main.py does
+    for kind in ("loras", "diffusion_models"):  # as ComfyUI's main.py does
+        folder_paths.add_model_folder_path(kind, str(root / "output" / kind))
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))  # comfy_extras nodes
     parent = comfy_env.pack_parent(root)
     ok = asyncio.run(nodes.load_custom_node(str(parent / comfy_env.PACK_NAME)))

@@ -31,6 +31,14 @@ NOTES = {
          "(optimizer, schedule, noise sampling, caption dropout, targets, DoRA ...).\n"
          "Samples (Test Sampler): 20 Euler steps, guidance 3.5, fixed seed -> comparable checkpoints."),
     ],
+    "flux_lora_merge": [
+        ("Merge a LoRA into FLUX.1-dev",
+         "Bakes a trained LoRA into the model: the result is a plain diffusion model (output/diffusion_models/),\n"
+         "which Load Diffusion Model lists. base + LoRA, exactly as LoraLoader applies it.\n"
+         "Load the base with weight_dtype 'default' (bf16): merging into fp8 weights adds the LoRA in fp8\n"
+         "precision and loses most of it. Load the merged file with fp8_e4m3fn afterwards if VRAM is short.\n"
+         "Stack several LoRAs by chaining LoraLoaderModelOnly nodes before Save."),
+    ],
     "flux_lora_trainer_captioned_folder": [
         ("Train on an already-captioned folder",
          "For a folder where every image already has a caption file (photo1.png + photo1.txt).\n"
