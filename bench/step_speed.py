@@ -18,6 +18,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
+sys.path.insert(0, str(HERE))
 
 
 def _setup(root):
@@ -99,13 +100,8 @@ def run_native(args, root):
         train(2)
     except Exception as e:  # v0.8.0: comfy-kitchen's apply_rope has no autograd formula
         note = f"stock node failed ({type(e).__name__}: {str(e)[:90]}); timed with the pure-torch RoPE swapped in"
-
-        def rope(xq, xk, freqs):
-            def one(x):
-                x_ = x.to(freqs.dtype).reshape(*x.shape[:-1], -1, 1, 2)
-                return (freqs[..., 0] * x_[..., 0] + freqs[..., 1] * x_[..., 1]).reshape(*x.shape).type_as(x)
-            return one(xq), one(xk)
-        flux_math.apply_rope = rope
+        from flux_configs import torch_rope
+        flux_math.apply_rope = torch_rope
         train(2)
     t = time.perf_counter()
     train(2)

@@ -251,7 +251,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     p.grad = None
                 info = replace(info, init_seconds=seconds)
             optimizer = make_optimizer(settings.optimizer, params, settings.learning_rate,
-                                       d_coef=settings.prodigy_d_coef)
+                                       d_coef=settings.prodigy_d_coef, fused=torch.device(device).type == "cuda")
             scheduler = make_scheduler(settings.scheduler, optimizer, settings.warmup_steps, settings.steps)
             state, stopper = TrainState(), EarlyStopping(settings.early_stopping_patience, settings.early_stopping_min_delta)
             checkpoints = _Checkpoints(run, info, lora, optimizer, scheduler, noise_gen, stopper, device)

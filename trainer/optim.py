@@ -6,9 +6,11 @@ SCHEDULERS = ("constant", "cosine", "linear")
 _SCHEDULER_NAMES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
 
-def make_optimizer(name: str, params, lr: float, weight_decay: float = 1e-4, d_coef: float = 1.0):
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 1e-4, d_coef: float = 1.0, fused: bool = False):
+    """``fused``: AdamW's single-kernel update (PyTorch's ``fused=True``, one launch for all LoRA tensors instead of
+    several per tensor); the trainer turns it on where the parameters live on a GPU. Same update up to rounding."""
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
     if name == "adamw8bit":
         try:
             import bitsandbytes as bnb

@@ -41,8 +41,8 @@ def _imports(name: str) -> bool:
 _BOOTED = None
 
 
-def boot():
-    """Imports ComfyUI once (CPU, PyTorch attention) and returns its root."""
+def boot(cpu: bool = True):
+    """Imports ComfyUI once (on the CPU unless ``cpu`` is False, PyTorch attention) and returns its root."""
     global _BOOTED
     if _BOOTED is not None:
         return _BOOTED
@@ -56,7 +56,7 @@ def boot():
         sys.path.insert(0, str(SHIMS))  # tests-only stubs for whichever of the two cannot import
     sys.path.insert(0, str(root))
     from comfy.cli_args import args
-    args.cpu = True
+    args.cpu = cpu
     args.use_pytorch_cross_attention = True  # sub-quadratic attention re-chunks on recompute (ComfyUI#15845)
     import utils.extra_config  # noqa: F401  (ComfyUI's 'utils' package before nodes.py shadows it)
     import comfy.model_management  # noqa: F401

@@ -1,0 +1,95 @@
+"""FLUX.1-dev's architecture as ComfyUI builds it, with random weights (nothing is downloaded), for the benches.
+
+``build_flux`` follows what ComfyUI's UNETLoader does after reading a file (``comfy.sd.load_diffusion_model_state_dict``):
+the model config ComfyUI detects for flux1-dev, the weight format of the loader's ``weight_dtype`` widget, ComfyUI's
+manual-cast dtype for the load device, the model moved to ComfyUI's offload device and wrapped in a ModelPatcher. Only
+the weights differ: random, generated on ``init_device`` (a GPU generates 12B values in about a second) instead of read.
+"""
+import torch
+
+# comfy/model_detection.py's detection result for flux1-dev.safetensors (key shapes of the released file)
+FLUX_DEV = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+                hidden_size=3072, mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56],
+                theta=10000, patch_size=2, qkv_bias=True, guidance_embed=True, txt_ids_dims=[])
+# the same depth and input widths at 1/12 of the hidden width: proves the bench on a CPU in minutes
+FLUX_DEV_NARROW = dict(FLUX_DEV, hidden_size=256, num_heads=2)
+CONFIGS = {"flux-dev": FLUX_DEV, "flux-dev-narrow": FLUX_DEV_NARROW}
+
+# the loader's weight_dtype choices: (weight dtype, ComfyUI's fp8 matmul optimisation)
+WEIGHT_FORMATS = {"bf16": (torch.bfloat16, False), "fp8_e4m3fn": (torch.float8_e4m3fn, False),
+                  "fp8_e4m3fn_fast": (torch.float8_e4m3fn, True)}
+T5_TOKENS, CLIP_POOLED = 512, 768
+
+
+def model_config(config: dict, weight_format: str, as_on_gpu: bool = False):
+    """ComfyUI's model config for ``config`` with the inference dtypes UNETLoader would set for ``weight_format``;
+    ``as_on_gpu``: those it sets on a bf16-capable GPU (compute in bf16) whatever this machine is (for estimates)."""
+    import comfy.model_detection
+    import comfy.model_management as mm
+    cfg = comfy.model_detection.model_config_from_unet_config(dict(config))
+    if cfg is None:
+        raise SystemExit(f"ComfyUI does not recognise this FLUX config: {config}")
+    dtype, fast = WEIGHT_FORMATS[weight_format]
+    if as_on_gpu:
+        manual_cast = None if dtype == torch.bfloat16 else torch.bfloat16
+    else:
+        manual_cast = mm.unet_manual_cast(dtype, mm.get_torch_device(), cfg.supported_inference_dtypes)
+    cfg.set_inference_dtype(dtype, manual_cast)
+    if fast:
+        cfg.optimizations["fp8"] = True
+    return cfg
+
+
+@torch.no_grad()
+def randomize_(module: torch.nn.Module, seed: int = 0):
+    """Weights of a plausible scale: fan-in scaled matrices, residual outputs damped by the depth so that 57 random
+    blocks keep the activations finite (the numbers do not matter to a speed/memory bench; NaNs would stop training)."""
+    g = torch.Generator(device=next(module.parameters()).device).manual_seed(seed)
+    depth = sum(1 for _ in module.double_blocks) + sum(1 for _ in module.single_blocks) if hasattr(module, "double_blocks") else 1
+    for name, p in module.named_parameters():
+        if name.endswith(".scale") or name.endswith("norm.weight"):
+            p.fill_(1.0)
+            continue
+        value = torch.randn(p.shape, generator=g, device=p.device, dtype=torch.bfloat16)
+        if p.ndim >= 2:
+            value *= p.shape[1] ** -0.5
+            if any(s in name for s in ("attn.proj", "linear2", "mlp.2", "lin.weight")):
+                value *= depth ** -0.5
+        else:
+            value *= 0.02
+        p.copy_(value)
+
+
+def build_flux(config: dict, weight_format: str, init_device, seed: int = 0, randomize: bool = True,
+               as_on_gpu: bool = False):
+    """A ModelPatcher of FLUX with random weights, as UNETLoader would return it (weights on ComfyUI's offload device).
+    ``randomize=False`` leaves the weights uninitialised (for fake-tensor traces, which hold no values)."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    cfg = model_config(config, weight_format, as_on_gpu)
+    with torch.device(init_device):
+        model = cfg.get_model({}, "", device=torch.device(init_device))
+    if randomize:
+        randomize_(model.diffusion_model, seed)
+    if torch.device(init_device) != mm.unet_offload_device():
+        model = model.to(mm.unet_offload_device())
+    return comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def random_examples(example_cls, count: int, resolution: int, seed: int = 0, text_dim: int = 4096,
+                    pooled_dim: int = CLIP_POOLED):
+    """Training examples of FLUX.1's real shapes: 16-channel latents at resolution/8, 512 T5 tokens of 4096, CLIP-L
+    pooled 768 (as the pack's encoder makes them, float32 on the CPU)."""
+    g = torch.Generator().manual_seed(seed)
+    side = resolution // 8
+    return [example_cls(latent=torch.randn(16, side, side, generator=g), context=torch.randn(T5_TOKENS, text_dim, generator=g) * 0.1,
+                        pooled=torch.randn(pooled_dim, generator=g) * 0.1) for _ in range(count)]
+
+
+def torch_rope(xq, xk, freqs):
+    """ComfyUI's pure-torch RoPE, for ComfyUI's native TrainLoraNode on versions whose default RoPE (comfy-kitchen's
+    apply_rope, v0.8.0) has no backward."""
+    def one(x):
+        x_ = x.to(freqs.dtype).reshape(*x.shape[:-1], -1, 1, 2)
+        return (freqs[..., 0] * x_[..., 0] + freqs[..., 1] * x_[..., 1]).reshape(*x.shape).type_as(x)
+    return one(xq), one(xk)

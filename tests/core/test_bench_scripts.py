@@ -1,0 +1,36 @@
+"""The full-size bench and the memory estimator run (on the CPU, at FLUX.1-dev's depth with a narrow hidden width) and
+print what they promise; the estimator's fake-tensor trace sees exactly the memory the real run allocates."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _run(script, *args):
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_fullsize_bench_trains_and_prints_a_row():
+    out = _run("fullsize.py", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "fp8_e4m3fn",
+               "--steps", "1", "--warmup", "1")
+    row = next(line for line in out.splitlines() if line.startswith("| 128 | fp8_e4m3fn |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert float(cells[2]) > 0 and float(cells[3]) > 0, row  # s/step, first step: a number, finite losses
+    assert float(cells[5]) > 0  # peak RAM
+    assert "# device: CPU" in out and "# command:" in out
+
+
+def test_estimator_trace_matches_the_real_run():
+    out = _run("estimate.py", "--check", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "bf16")
+    real, fake = map(float, re.search(r"real peak ([\d.]+) MiB, fake-traced peak ([\d.]+) MiB", out).groups())
+    assert real > 1 and abs(fake - real) / real < 0.01, out
+    row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
+    peak, weights, lora, rest, tflop = (float(c) for c in row.strip("|").split("|")[2:7])
+    assert peak >= weights > 0 and rest >= 0 and tflop >= 0
+    assert "ESTIMATED" in out
