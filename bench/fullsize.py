@@ -145,9 +145,10 @@ def _run_child(kind, args, resolution, fmt):
 
 
 def _fits(result):
-    """Card sizes (GB) the measured peak fits: reserved memory plus ~0.5 GB of CUDA context under the card's size."""
+    """Card sizes the measured peak fits: reserved memory plus ~0.5 GiB of CUDA context under the card's size (a "16 GB"
+    card has 16 GiB)."""
     peak = result.get("peak_reserved_gb")
-    return "/".join(str(c) for c in CARDS if peak is not None and peak + 0.5 <= c * 1.0e9 / GB) or "-"
+    return "/".join(str(c) for c in CARDS if peak is not None and peak + 0.5 <= c) or "-"
 
 
 def main():

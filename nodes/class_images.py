@@ -23,8 +23,8 @@ class ClassImages(io.ComfyNode):
                         "for preservation 'regularization images'. Kept on disk: the same settings render nothing twice.",
             inputs=[
                 io.Model.Input("model", tooltip="The FLUX.1-dev MODEL you train on (without your LoRA)."),
-                io.Clip.Input("clip"),
-                io.Vae.Input("vae"),
+                io.Clip.Input("clip", tooltip="FLUX's text encoders (DualCLIPLoader: clip_l + t5xxl, type flux)."),
+                io.Vae.Input("vae", tooltip="FLUX's VAE (ae.safetensors)."),
                 io.String.Input("prompt", default="a photo of a person",
                                 tooltip="The class, without your trigger word; also the images' caption."),
                 io.Int.Input("count", default=10, min=1, max=200,

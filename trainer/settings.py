@@ -106,7 +106,7 @@ class TrainSettings:
                                        "subject. regularization images: also trains on a second dataset of class "
                                        "images (connect it to 'regularization'). differential output: pulls the "
                                        "LoRA's prediction for class_prompt toward the untouched model's (no images "
-                                       "needed; one extra pass per step).", choices=PRESERVATION_MODES)
+                                       "needed; two extra forward passes and one backward per step).", choices=PRESERVATION_MODES)
     class_prompt: str = setting("", "The class your subject belongs to, e.g. 'a photo of a woman' (differential "
                                     "output; also the caption of regularization images that have none).",
                                 only="preservation")
