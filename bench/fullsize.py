@@ -3,6 +3,8 @@ resolution x weight format, optionally against ComfyUI's native TrainLoraNode, a
 
     COMFYUI_PATH=<ComfyUI> <venv>/bin/python bench/fullsize.py [--resolutions 512 768 1024] [--formats bf16 fp8_e4m3fn]
         [--steps 6] [--warmup 2] [--rank 16] [--native] [--card-gb 16] [--config flux-dev | flux-dev-narrow]
+        [--base-weights "as loaded" | fp8 | nf4 | auto] [--vram auto | "24 GB" | "16 GB" | "12 GB" | "8 GB"]
+        [--gpu-weights-gb 0]
 
 Each configuration runs in its own process (clean peak statistics, a fresh ComfyUI). The model is ComfyUI's Flux with
 flux1-dev's config and random weights (bench/flux_configs.py), loaded the way UNETLoader loads it; the inputs have the
@@ -47,7 +49,8 @@ def _boot(card_gb):
 
 def _settings(trainer, args, steps):
     return trainer("settings").TrainSettings(steps=steps, learning_rate=1e-4, rank=args.rank, batch_size=1,
-                                             caption_dropout=0.0, save_every=0)
+                                             caption_dropout=0.0, save_every=0, base_weights=args.base_weights,
+                                             vram=args.vram, gpu_weights_gb=args.gpu_weights_gb)
 
 
 def run_ours(args):
@@ -135,7 +138,8 @@ def child(args):
 def _run_child(kind, args, resolution, fmt):
     cmd = [sys.executable, __file__, "--child", kind, "--resolutions", str(resolution), "--formats", fmt, "--steps",
            str(args.steps), "--warmup", str(args.warmup), "--rank", str(args.rank), "--config", args.config,
-           "--compile", args.compile] + (["--card-gb", str(args.card_gb)] if args.card_gb else [])
+           "--base-weights", args.base_weights, "--vram", args.vram, "--gpu-weights-gb", str(args.gpu_weights_gb)] + (
+        ["--card-gb", str(args.card_gb)] if args.card_gb else [])
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -159,7 +163,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
     ap.add_argument("--config", default="flux-dev")
-    ap.add_argument("--compile", default="off", help="the pack's torch_compile setting")
+    ap.add_argument("--base-weights", default="as loaded", help="the base_weights setting: as loaded, fp8, nf4, auto")
+    ap.add_argument("--vram", default="auto", help="the vram setting (tier): auto, 24 GB, 16 GB, 12 GB, 8 GB")
+    ap.add_argument("--gpu-weights-gb", type=float, default=0.0, help="the gpu_weights_gb setting (0: automatic)")
     ap.add_argument("--native", action="store_true", help="also time ComfyUI's TrainLoraNode")
     ap.add_argument("--card-gb", type=float, default=0, help="simulate a card of this many GB (CUDA only)")
     ap.add_argument("--child", choices=["ours", "native"])
@@ -171,7 +177,8 @@ def main():
     root = comfy_env.find_comfyui()
     version = (root / "comfyui_version.py").read_text().split('"')[1]
     print(f"# bench/fullsize.py — ComfyUI {version}, config {args.config}, rank {args.rank}, batch 1, checkpointing, "
-          f"AdamW, compile {args.compile}, {args.warmup} warm-up + {args.steps} timed steps"
+          f"AdamW, base_weights {args.base_weights}, vram {args.vram}, gpu_weights_gb {args.gpu_weights_gb:g}, "
+          f"{args.warmup} warm-up + {args.steps} timed steps"
           + (f", simulated {args.card_gb:g} GB card" if args.card_gb else ""))
     print(f"# command: {' '.join([Path(sys.executable).name] + sys.argv)}")
     print("| resolution | weights | s/step (median) | first step s | peak VRAM alloc / reserved GB | peak RAM GB | fits (GB) "

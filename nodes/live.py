@@ -3,7 +3,7 @@ the chart and picking a preset fills the node's widgets.
 
 Events (``PromptServer.send_sync``): ``fluxlora.progress`` {node, step, total, loss, lr, it_s, eta_s} after each
 step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint, ``fluxlora.validation``
-{node, step, loss}, ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
+{node, step, loss}, ``fluxlora.plan`` {node, text} (the VRAM plan, before encoding), ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
 settings. Headless runs (no server) simply skip the events.
 """
 import os
@@ -52,6 +52,10 @@ class LiveRun(RunHooks):
         it_s = step / elapsed if elapsed > 0 else 0.0
         _send("fluxlora.progress", {"node": self.node, "step": step, "total": total, "loss": float(loss), "lr": float(lr),
                                     "it_s": it_s, "eta_s": (total - step) / it_s if it_s > 0 else None})
+
+    def on_plan(self, text):
+        HISTORY[self.node]["plan"] = text
+        _send("fluxlora.plan", {"node": self.node, "text": text})
 
     def on_validation(self, step, loss):
         HISTORY[self.node]["validation"].append([step, float(loss)])

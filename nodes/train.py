@@ -98,5 +98,6 @@ class FluxLoRATrain(io.ComfyNode):
                      saved=[os.path.basename(p) for p in run.saved],
                      validation=[list(v) for v in run.lora.info.validation],
                      encoded=[{"images": run.images_encoded, "captions": run.captions_encoded,
-                               "cache_hits": run.cache_hits}])
+                               "cache_hits": run.cache_hits}],
+                     memory=[run.plan.describe()] if run.plan is not None else [])
         return io.NodeOutput(run.lora, run.model, {"loss": list(run.lora.losses)}, run.loss_curve, grid, ui=shown)

@@ -92,6 +92,10 @@ def check_resumable(saved: dict, identity: dict, settings_dict: dict, resumable:
         problems.append("the dataset (its images, captions or crop) changed")
     if old["model"] != identity["model"]:
         problems.append("the MODEL is another one (other weights, or other LoRAs applied to it)")
+    before, now = old.get("base_weights", "as loaded"), identity.get("base_weights", "as loaded")
+    if before != now:
+        problems.append(f"the run trained against base weights '{before}', this one would use '{now}' (set base_weights "
+                        f"to '{before}')")
     changed = [f"{k}: {old['settings'].get(k)!r} then, {v!r} now" for k, v in settings_dict.items()
                if k not in resumable and old["settings"].get(k) != v]
     if changed:

@@ -167,6 +167,8 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         meta["fluxlora_skipped_steps"] = str(info.skipped_steps)
     if info.stopped_early:
         meta["fluxlora_stopped_early"] = "true"
+    if info.base_weights != "as loaded":
+        meta["fluxlora_base_weights"] = info.base_weights
     return meta
 
 

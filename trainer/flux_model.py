@@ -4,6 +4,8 @@ from dataclasses import dataclass
 import comfy.ldm.flux.model
 import comfy.model_base
 
+from .base_weights import foreign_weight_format
+
 
 class NotAFluxModel(ValueError):
     pass
@@ -29,6 +31,12 @@ def flux_info(model_patcher) -> FluxInfo:
             f"FluxLoRATrain trains FLUX.1 LoRAs only, but the MODEL input is a {name} "
             f"({type(dm).__name__ if dm is not None else 'no diffusion model'}). Load FLUX.1-dev with "
             "'Load Diffusion Model' (UNETLoader) or a Flux checkpoint and connect that MODEL.")
+    foreign = foreign_weight_format(dm)
+    if foreign:
+        raise NotAFluxModel(
+            f"This MODEL stores its weights as {foreign} (a GGUF loader pack), which training cannot read. Load "
+            "flux1-dev (bf16 or fp8) with 'Load Diffusion Model' (UNETLoader) instead; on a small GPU set Flux LoRA "
+            "Train's base_weights to 'nf4' (a 4-bit QLoRA copy, like Q4 GGUF in size) or leave vram on auto.")
     p = dm.params
     unsupported = [k for k in ("global_modulation", "mlp_silu_act", "yak_mlp", "txt_norm") if getattr(p, k, False)]
     if unsupported or p.txt_ids_dims:

@@ -25,7 +25,9 @@ from .preservation import differential_output_loss
 from .result import RunInfo, TrainedLoRA
 from .settings import TrainSettings
 from .validation import EarlyStopping
-from .vram import materialize_inference_params, training_memory_estimate
+from .base_weights import training_copy
+from .memory_plan import Plan, plan_run
+from .vram import materialize_inference_params, release
 
 PREVIEW_SIZE = 768    # longest side of the checkpoint preview ComfyUI shows on the node
 MAX_BAD_STEPS = 5     # non-finite steps in a row before the run stops
@@ -104,41 +106,48 @@ def _rng_devices(device):
     return [device] if torch.device(device).type == "cuda" else []
 
 
-def load_for_training(patcher, memory_required: int):
-    """(Re)loads the training patcher through ComfyUI. Every load, not only the first: weights that other nodes
+def load_for_training(patcher, plan: Plan):
+    """(Re)loads the training patcher through ComfyUI, keeping at most the plan's share of the base weights in VRAM
+    (ComfyUI's partial loading streams the rest). Every load, not only the first: weights that other nodes
     (re)created under inference mode meanwhile (e.g. sampling loads offloaded modules) must become trainable again."""
-    mm.load_models_gpu([patcher], memory_required=memory_required)
+    mm.load_models_gpu([patcher], memory_required=plan.other_bytes)
+    excess = patcher.loaded_size() - plan.gpu_weight_bytes
+    if plan.offloaded and excess > 0:
+        patcher.partially_unload(patcher.offload_device, excess)
     materialize_inference_params(patcher.model.diffusion_model, patcher.load_device)
 
 
-@contextmanager
-def training_patcher(model, examples: list, settings: TrainSettings):
-    """A loaded training clone of ``model`` with LoRA layers injected and the grad-correct block forward.
+def largest_image_tokens(examples) -> int:
+    return max((e.latent.shape[-2] // 2) * (e.latent.shape[-1] // 2) for e in examples)
 
-    Yields ``(patcher, lora, memory_required)``. On exit (normal, error or Interrupt) the LoRA layers are
-    ejected and the injection removed, so the shared model is exactly as before. Call inside
-    ``torch.inference_mode(False)``.
+
+@contextmanager
+def training_patcher(model, examples: list, settings: TrainSettings, plan: Optional[Plan] = None):
+    """A loaded training clone of ``model`` with LoRA layers injected and the grad-correct block forward; with base
+    weights 'fp8' / 'nf4' in the plan, a training copy in that format instead of a clone.
+
+    Yields ``(patcher, lora, plan)``. On exit (normal, error or Interrupt) the LoRA layers are
+    ejected and the injection removed (a training copy is dropped), so the shared model is exactly as before. Call
+    inside ``torch.inference_mode(False)``.
     """
-    info = flux_info(model)
-    patcher = model.clone()
+    flux_info(model)
+    plan = plan or plan_run(model, settings, largest_image_tokens(examples))
+    copied = plan.base_weights != "as loaded"
+    patcher = training_copy(model, plan.base_weights, in_ram=plan.offloaded) if copied else model.clone()
     lora = FluxLoRA(patcher.model.diffusion_model, settings.lora, model.load_device)
     try:
         patcher.set_injections(INJECTION_KEY, [lora.injection()])
         install_training_blocks(patcher, settings.gradient_checkpointing)
-        largest = max(examples, key=lambda e: e.latent.shape[-2] * e.latent.shape[-1] + e.context.shape[0])
-        memory = training_memory_estimate(
-            image_tokens=(largest.latent.shape[-2] // 2) * (largest.latent.shape[-1] // 2),
-            text_tokens=largest.context.shape[0], hidden=info.hidden_size, blocks=info.depth + info.depth_single_blocks,
-            batch=settings.batch_size, checkpointing=settings.gradient_checkpointing,
-            trainable_params=sum(p.numel() for p in lora.parameters()))
-        load_for_training(patcher, memory)
+        load_for_training(patcher, plan)
         lora.requires_grad_(True)
-        yield patcher, lora, memory
+        yield patcher, lora, plan
     finally:
         lora.requires_grad_(False)
         patcher.eject_model()
         patcher.remove_injections(INJECTION_KEY)
         lora.detach()
+        if copied:
+            release(patcher)
 
 
 def run_info(model, examples: list, settings: TrainSettings, dataset=None, preset: str = "", run: str = "") -> RunInfo:
@@ -223,7 +232,7 @@ def _gradient_batches(patcher, examples, settings, device):
 
 def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: TrainingHooks = None, empty_caption=None,
                     dataset=None, preset: str = "", validation=None, run: Optional[RunFolder] = None,
-                    resume: Optional[dict] = None, preservation=None) -> TrainedLoRA:
+                    resume: Optional[dict] = None, preservation=None, plan: Optional[Plan] = None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected only while it is
@@ -231,7 +240,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
     needed for caption dropout. ``dataset`` (a DatasetInfo) and ``preset`` are recorded in the result's info.
     ``validation`` (a ValidationSet) is evaluated every ``settings.validation_every`` steps. With ``run``, checkpoints
     go to that run folder; ``resume`` (a state loaded from one) continues where it stopped. ``preservation`` (a
-    preservation.Preservation) adds the regularization-image or differential-output loss.
+    preservation.Preservation) adds the regularization-image or differential-output loss. ``plan`` (memory_plan.Plan)
+    says how VRAM is used; without one it is made here.
     """
     if not examples:
         raise ValueError("No training examples.")
@@ -243,7 +253,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
     with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(settings.seed)
         noise_gen = torch.Generator().manual_seed(noise_seed(settings.seed))
-        with training_patcher(model, examples, settings) as (patcher, lora, memory):
+        with training_patcher(model, examples, settings, plan) as (patcher, lora, plan):
+            info = replace(info, base_weights=plan.base_weights)
             params = lora.parameters()
             if settings.lora.moves_base_weight and resume is None:
                 seconds = lora_init.initialize(lora, settings.init, _gradient_batches(patcher, examples, settings, device))
@@ -275,7 +286,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                 while state.step < settings.steps and not state.stopped_early:
                     mm.throw_exception_if_processing_interrupted()
                     if not lora.attached:  # another clone of this model was loaded meanwhile (e.g. preview sampling)
-                        load_for_training(patcher, memory)
+                        load_for_training(patcher, plan)
                     step_loss = torch.zeros((), device=device)
                     with comfy_training_mode():  # forward and backward (with its recompute) take the same code paths
                         for _ in range(settings.grad_accumulation):

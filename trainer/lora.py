@@ -80,6 +80,17 @@ def _adapter_params(layer, adapter):
     return params
 
 
+def trainable_count(diffusion_model, settings: LoraSettings) -> int:
+    """Trainable parameters the adapters will have (exact for LoRA/DoRA, an upper bound for LoKr), without building
+    them: for memory planning before any encoding."""
+    total = 0
+    for name in target_module_names(settings.targets, settings.blocks, len(diffusion_model.double_blocks),
+                                    len(diffusion_model.single_blocks)):
+        layer = diffusion_model.get_submodule(name)
+        total += settings.rank * (layer.in_features + layer.out_features) + (layer.out_features if settings.use_dora else 0)
+    return total
+
+
 class FluxLoRA:
     """The trainable adapters. ``attach``/``detach`` swap the peft wrappers in and out of the model."""
 

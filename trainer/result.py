@@ -24,6 +24,7 @@ class RunInfo:
     stopped_early: bool = False
     resumed_at: Optional[int] = None     # the step this run was resumed from
     init_seconds: Optional[float] = None # time the LoRA-GA / PiSSA / OLoRA initialisation took
+    base_weights: str = "as loaded"      # the frozen weights trained against: 'as loaded', 'fp8' or 'nf4'
 
     @property
     def trigger(self) -> str:

@@ -16,6 +16,7 @@ from .examples import Encoder, sources_from_dataset
 from .flux_model import check_clip, check_vae, flux_info
 from .images import to_pil
 from .loop import RunFolder, TrainingHooks, train_flux_lora
+from .memory_plan import Plan, plan_run
 from .plot import loss_curve_image
 from .preservation import Preservation
 from .result import TrainedLoRA
@@ -33,6 +34,9 @@ class RunHooks:
 
     def on_samples(self, step: int, grid):
         """A checkpoint's samples as one labelled PIL image."""
+
+    def on_plan(self, text: str):
+        """The VRAM plan (base weight format, streaming, estimated peak and why), before any encoding."""
 
     def on_validation(self, step: int, loss: float):
         """After each validation loss."""
@@ -55,6 +59,7 @@ class RunOutputs:
     images_encoded: int = 0
     captions_encoded: int = 0
     cache_hits: int = 0
+    plan: Optional[Plan] = None     # how VRAM was used (base weight format, offload) and why
 
 
 class _CheckpointSamples(TrainingHooks):
@@ -121,9 +126,15 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                          "to 'regularization images'" + (" (a dataset is connected but preservation is "
                                                           f"'{settings.preservation}')." if regularization is not None
                                                           else " (no dataset is connected)."))
+    image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16)
+                       for im in dataset.images + (regularization.images if regularization else ()))
+    plan = plan_run(model, settings, image_tokens)   # refuses a run that cannot fit, before any encoding
+    logging.info(f"Flux LoRA Train: {plan.describe()}")
+    hooks.on_plan(plan.describe())
     train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
     identity = {"dataset": dataset.fingerprint() + (regularization.fingerprint() if regularization else ""),
-                "model": checkpoint.model_identity(model), "settings": settings.as_dict()}
+                "model": checkpoint.model_identity(model), "settings": settings.as_dict(),
+                "base_weights": plan.base_weights}
     run_path, saved = _resume(runs_root, resume, identity, settings)
     uncaptioned = [im.name for im in dataset.images if not im.caption]
     if uncaptioned:
@@ -151,7 +162,7 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     loop_hooks = _CheckpointSamples(hooks, model, vae, prompts)
     lora = train_flux_lora(model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
                            dataset.describe(), preset, validation, RunFolder(run_path, identity) if run_path else None,
-                           saved, preservation)
+                           saved, preservation, plan)
     with torch.inference_mode(False):
         curve = loss_curve_image(lora.losses, lora.learning_rates, markers=loop_hooks.steps,
                                  validation=lora.info.validation)
@@ -159,4 +170,4 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     return RunOutputs(lora=lora, model=model_with_lora, loss_curve=curve, sample_grid=loop_hooks.grid(),
                       checkpoints=list(loop_hooks.steps), saved=list(loop_hooks.saved),
                       images_encoded=encoder.images_encoded, captions_encoded=encoder.captions_encoded,
-                      cache_hits=cache.hits)
+                      cache_hits=cache.hits, plan=plan)

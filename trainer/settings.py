@@ -6,7 +6,9 @@ probe in tests/core/test_settings_effects.py, which proves that every setting ch
 """
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from .base_weights import BASE_WEIGHTS
 from .lora import ADAPTER_TYPES, INITS, LoraSettings
+from .memory_plan import VRAM_TIERS
 from .objective import DEFAULT_SHIFT, LOSS_WEIGHTINGS, SIGMA_SAMPLERS
 from .optim import OPTIMIZERS, SCHEDULERS
 from .preservation import PRESERVATION_MODES
@@ -28,7 +30,7 @@ class TrainSettings:
                                "run trains until this step.", min=1, max=100_000, basic=True, resumable=True)
     learning_rate: float = setting(1e-4, "Step size. 1e-4 to 4e-4 is typical for rank 16-32 with AdamW; lower it if "
                                          "samples 'burn' early.", min=1e-7, max=1.0, step=1e-6, basic=True)
-    rank: int = setting(16, "LoRA rank: capacity and file size (rank 16 is ~80 MB in bf16). 16 for a subject, 32 for a "
+    rank: int = setting(16, "LoRA rank: capacity and file size (rank 16 on all linear layers is ~150 MB in bf16). 16 for a subject, 32 for a "
                             "detailed style.", min=1, max=256, basic=True)
     seed: int = setting(0, "Seeds the LoRA init, noise, noise levels, caption dropout and image order: the same seed "
                            "and settings give the same LoRA, byte for byte.", min=0, max=0xFFFFFFFFFFFFFFFF, basic=True)
@@ -114,6 +116,20 @@ class TrainSettings:
                                        max=10.0, step=0.05, only="preservation")
     prodigy_d_coef: float = setting(1.0, "Prodigy's d_coef: scales the step size it finds (0.5 is gentler).",
                                     min=0.01, max=10.0, step=0.05, only="optimizer 'prodigy'")
+    vram: str = setting("auto", "The GPU memory to plan for. auto: what is free on this GPU now (other models are "
+                                "unloaded first). A size: never use more than that (e.g. to leave room for other "
+                                "programs). Picks base_weights and how much of them stays in VRAM when those are on "
+                                "auto; the run is checked to fit before any image is encoded.", choices=VRAM_TIERS,
+                        only="memory and speed", resumable=True)
+    base_weights: str = setting("auto", "Format of the frozen model weights training runs against. as loaded: the "
+                                        "MODEL as it is (best quality). fp8: a copy in fp8 (half of bf16). nf4: a 4-bit "
+                                        "QLoRA copy (bitsandbytes, a quarter of bf16; slightly less exact). auto: the "
+                                        "best that fits the vram setting. The LoRA works on the MODEL you load, "
+                                        "whichever is used.", choices=BASE_WEIGHTS)
+    gpu_weights_gb: float = setting(0.0, "GiB of base weights kept in VRAM; the rest stays in system RAM and streams "
+                                         "to the GPU every step (ComfyUI's partial loading: slower, same result). 0: "
+                                         "automatic (as much as fits).", min=0.0, max=1024.0, step=0.5,
+                                    only="memory and speed", resumable=True)
 
     def __post_init__(self):
         problems = []
@@ -132,6 +148,10 @@ class TrainSettings:
         if self.optimizer == "prodigy" and self.learning_rate < 0.1:
             problems.append(f"prodigy finds its own step size and multiplies it by the learning rate: set learning_rate "
                             f"to 1.0 (now {self.learning_rate:g})")
+        if self.base_weights in ("fp8", "nf4") and (self.use_dora or self.init != "default"):
+            problems.append(f"base_weights '{self.base_weights}' trains against a quantized copy, which "
+                            f"{'DoRA' if self.use_dora else 'init ' + repr(self.init)} cannot use: set base_weights "
+                            "'as loaded' (or turn that off)")
         if self.preservation == "differential output" and not self.class_prompt.strip():
             problems.append("preservation 'differential output' needs a class_prompt (e.g. 'a photo of a woman')")
         if not problems:

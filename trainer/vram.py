@@ -16,18 +16,6 @@ def release(*patchers):
     mm.soft_empty_cache()
 
 
-def training_memory_estimate(image_tokens: int, text_tokens: int, hidden: int, blocks: int, batch: int,
-                             checkpointing: bool, trainable_params: int, bytes_per_value: int = 2) -> int:
-    """Rough bytes for activations + LoRA params/grads/optimizer state, for ``load_models_gpu(memory_required=...)``.
-
-    With checkpointing one residual per block is kept plus one block's working set (~30 activations
-    of tokens x hidden); without it every block keeps its working set.
-    """
-    per_block = (image_tokens + text_tokens) * hidden * bytes_per_value * batch
-    activations = per_block * (blocks + 30) if checkpointing else per_block * 30 * blocks
-    return int(activations + trainable_params * 4 * 4)
-
-
 def _on(device: torch.device, tensor: torch.Tensor) -> bool:
     return tensor.device.type == device.type and (device.index is None or tensor.device.index in (None, device.index))
 

@@ -71,7 +71,7 @@ function draw(node) {
   if (!r || r.loss.length === 0) {
     ctx.fillStyle = "#999";
     ctx.fillText("Loss chart appears when training starts", 10, H / 2);
-    widget.info.textContent = "";
+    widget.info.textContent = r?.plan ?? "";
     return;
   }
   const pad = { l: 42, r: 42, t: 10, b: 20 };
@@ -107,6 +107,7 @@ function draw(node) {
   ctx.fillText(lrHi.toExponential(1), W - pad.r + 2, pad.t + 8);
   const last = r.steps[r.steps.length - 1];
   const lastVal = val.length ? ` · val ${val[val.length - 1][1].toFixed(4)}` : "";
+  widget.info.title = r.plan ?? ""; // the VRAM plan, on hover
   widget.info.textContent = `step ${last}/${r.total} · loss ${r.loss[r.loss.length - 1].toFixed(4)}${lastVal} · ` +
     `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}`;
   widget.strip.replaceChildren(...r.samples.map((s) => {
@@ -137,7 +138,7 @@ async function loadHistory() {
       const keep = r.steps.map((s, i) => [s, i]).filter(([s]) => s > last).map(([, i]) => i);
       const sampleSteps = new Set(h.samples.map((x) => x.step));
       Object.assign(r, {
-        total: h.total, done: h.done || r.done,
+        total: h.total, done: h.done || r.done, plan: h.plan ?? r.plan,
         steps: h.steps.concat(keep.map((i) => r.steps[i])),
         loss: h.loss.concat(keep.map((i) => r.loss[i])),
         lr: h.lr.concat(keep.map((i) => r.lr[i])),
@@ -188,6 +189,7 @@ app.registerExtension({
       if (!r.validation.some(([s]) => s === detail.step)) r.validation.push([detail.step, detail.loss]);
       redrawAll();
     });
+    api.addEventListener("fluxlora.plan", ({ detail }) => { run(detail.node).plan = detail.text; redrawAll(); });
     api.addEventListener("fluxlora.done", ({ detail }) => { run(detail.node).done = true; redrawAll(); });
     api.addEventListener("reconnected", loadHistory);
     await loadHistory();

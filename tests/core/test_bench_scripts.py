@@ -34,3 +34,21 @@ def test_estimator_trace_matches_the_real_run():
     peak, weights, lora, rest, tflop = (float(c) for c in row.strip("|").split("|")[2:7])
     assert peak >= weights > 0 and rest >= 0 and tflop >= 0
     assert "ESTIMATED" in out
+
+
+def test_fullsize_bench_runs_a_low_vram_tier():
+    out = _run("fullsize.py", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "bf16",
+               "--steps", "1", "--warmup", "1", "--base-weights", "nf4", "--vram", "12 GB")
+    assert "base_weights nf4, vram 12 GB" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
+    assert float(row.strip("|").split("|")[2]) > 0, row
+
+
+def test_vram_tiers_bench_prints_every_tier_as_an_estimate():
+    out = _run("vram_tiers.py")
+    assert "ESTIMATED" in out
+    rows = {tuple(line.split()[:3]): line.split() for line in out.splitlines() if line.strip().endswith(tuple("0123456789"))
+            and line.split()[0] in ("24", "16", "12", "8")}
+    assert {(t, "GB", px) for t in ("24", "16", "12", "8") for px in ("512", "768", "1024")} <= set(rows), out
+    for (tier, _, _), cells in rows.items():
+        assert float(cells[-1]) <= float(tier), cells   # the estimated peak fits the tier it names

@@ -43,8 +43,11 @@ PROBES = {
     "blocks": ("double 0", {}),
     "lora_dropout": (0.5, {}),
     "use_dora": (True, {}),
+    "base_weights": ("nf4", {}),
 }
-MEMORY_ONLY = {"gradient_checkpointing"}  # proven below to change memory use, not results
+# proven to change memory use, not results: below, and in test_memory_tiers.py (vram: the plan and the check before
+# encoding; gpu_weights_gb: partial loading with bit-identical results)
+MEMORY_ONLY = {"gradient_checkpointing", "vram", "gpu_weights_gb"}
 
 
 def test_every_declared_setting_has_a_probe(core):

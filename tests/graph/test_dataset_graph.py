@@ -24,6 +24,7 @@ def test_folder_to_lora_with_cache(comfy, captioners):
     assert "captioned 1 of 4" in out["caption"]["text"][0]  # only the uncaptioned coffee.webp
     assert "ohwx_style" in out["trigger"]["text"][0] and "4 captioned, 0 without caption" in out["trigger"]["text"][0]
     assert out["train"]["encoded"][0]["images"] == 4 and out["train"]["encoded"][0]["captions"] == 4
+    assert out["train"]["memory"][0].startswith("VRAM plan (auto): ") and "(as loaded)" in out["train"]["memory"][0]
 
     saved = sorted(comfy["loras"].glob("flux_lora/from_folder_*.safetensors"))
     assert len(saved) == 1
