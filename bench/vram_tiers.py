@@ -1,7 +1,7 @@
 """What each VRAM tier does at full FLUX.1-dev size: the pack's memory plan (trainer/memory_plan.py) for FLUX.1-dev's
 real architecture (built on the meta device: no memory, no GPU), rank 16, batch 1, gradient checkpointing.
 
-    python bench/vram_tiers.py [--loaded bf16|fp8] [--rank 16]
+    python bench/vram_tiers.py [--loaded bf16|fp8] [--rank 16] [--kontext]
 
 Every number printed is an ESTIMATE of the planner's model (fitted to bench/estimate.py's fake-tensor traces), not a
 measurement; bench/fullsize.py measures on a GPU.
@@ -20,6 +20,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--loaded", choices=("bf16", "fp8"), default="bf16", help="how the MODEL was loaded")
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument("--kontext", action="store_true", help="Kontext pairs: a reference image doubles the image tokens")
     args = parser.parse_args()
     from fullsize import _boot
     trainer = _boot(None)
@@ -34,13 +35,14 @@ def main():
     trainable = lora_mod.trainable_count(dm, lora_mod.LoraSettings(rank=args.rank, alpha=args.rank))
     gib = plan_mod.GIB
     print(f"FLUX.1-dev loaded {args.loaded}, rank {args.rank} ({trainable / 1e6:.1f} M LoRA parameters), batch 1, "
-          "gradient checkpointing. ESTIMATED by the pack's memory plan.")
+          "gradient checkpointing" + (", Kontext pairs (image + reference tokens)" if args.kontext else "")
+          + ". ESTIMATED by the pack's memory plan.")
     print(f"{'tier':>6} {'px':>5} {'base weights':>12} {'in VRAM GiB':>11} {'streamed GiB':>12} {'peak GiB':>8}")
     for tier in plan_mod.VRAM_TIERS[1:]:
         for px in (512, 768, 1024):
             try:
                 plan = plan_mod.make_plan(facts, tier=tier, base_weights="auto", gpu_weights_gb=0.0,
-                                          image_tokens=(px // 16) ** 2, batch=1, checkpointing=True,
+                                          image_tokens=(px // 16) ** 2 * (2 if args.kontext else 1), batch=1, checkpointing=True,
                                           trainable_params=trainable, available=80 * gib, free_ram=64 * gib,
                                           on_gpu=True)
             except plan_mod.NotEnoughMemory as e:
@@ -52,7 +54,7 @@ def main():
     for fmt in ("as loaded", "fp8", "nf4"):
         for px in (512, 768, 1024):
             w = plan_mod.weight_bytes(facts, fmt)
-            o = plan_mod.other_bytes(facts, fmt, (px // 16) ** 2, 1, True, trainable)
+            o = plan_mod.other_bytes(facts, fmt, (px // 16) ** 2 * (2 if args.kontext else 1), 1, True, trainable)
             print(f"  {fmt:>9} {px:>5}: weights {w / gib:5.1f} + rest {o / gib:4.1f} = {(w + o) / gib:5.1f} GiB "
                   f"(+{plan_mod.RESERVED_BYTES / gib:.1f} reserved)")
 

@@ -14,6 +14,15 @@ def _roots():
     return [folder_paths.get_input_directory(), *dataset_roots()]
 
 
+def _listing(folder):
+    try:
+        path = resolve_folder(folder, _roots(), server_is_local())
+    except ValueError:
+        return folder
+    return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)
+            if os.path.exists(e.path)]
+
+
 class DatasetLoader(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -40,6 +49,11 @@ class DatasetLoader(io.ComfyNode):
                 io.Combo.Input("small_images", options=list(SMALL_IMAGE_POLICIES), default="skip",
                                tooltip="Images smaller than the resolution: skip them, or include them (square mode "
                                        "upscales them; bucket mode keeps them at their own size)."),
+                io.String.Input("control_folder", default="", optional=True,
+                                tooltip="FLUX.1 Kontext edit LoRAs: a folder of control ('before') images, each named "
+                                        "like its target image in 'folder' (001.png <-> 001.jpg); captions are the edit "
+                                        "instructions. Empty: no pairs, unless the folder holds name_control.* files "
+                                        "next to name.* (then those are the pairs). Found like 'folder'."),
             ],
             outputs=[
                 FLUX_DATASET.Output("dataset", tooltip="Connect to AutoCaption, TriggerWord or Flux LoRA Train."),
@@ -49,19 +63,14 @@ class DatasetLoader(io.ComfyNode):
         )
 
     @classmethod
-    def fingerprint_inputs(cls, folder, **kwargs):
-        # re-read when the folder's files change, even if the inputs did not
-        try:
-            path = resolve_folder(folder, _roots(), server_is_local())
-        except ValueError:
-            return folder
-        return [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in sorted(os.scandir(path), key=lambda e: e.name)
-                if os.path.exists(e.path)]
+    def fingerprint_inputs(cls, folder, control_folder="", **kwargs):
+        # re-read when the folders' files change, even if the inputs did not
+        return [_listing(folder), _listing(control_folder) if control_folder.strip() else None]
 
     @classmethod
-    def execute(cls, folder, resolution, crop, caption_extension, small_images) -> io.NodeOutput:
+    def execute(cls, folder, resolution, crop, caption_extension, small_images, control_folder="") -> io.NodeOutput:
         dataset = load_folder(folder, _roots(), int(resolution), crop, caption_extension, small_images,
-                              allow_outside=server_is_local())
+                              allow_outside=server_is_local(), control_folder=control_folder)
         text = report(dataset)
         grid = preview_grid(dataset)
         return io.NodeOutput(dataset, grid, text, ui=ui.PreviewText(text))

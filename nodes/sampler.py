@@ -41,6 +41,10 @@ class TestSampler(io.ComfyNode):
                 io.Clip.Input("clip", optional=True, tooltip="Needed to render now."),
                 io.Vae.Input("vae", optional=True, tooltip="Needed to render now."),
                 LORA_MODEL.Input("lora", optional=True, tooltip="Applied to the model as a normal LoRA patch before rendering."),
+                io.Image.Input("reference_image", optional=True,
+                               tooltip="FLUX.1 Kontext: the image each prompt edits (as ComfyUI's ReferenceLatent node "
+                                       "passes it); shown first in every row. During training on Kontext pairs without "
+                                       "it, the first held-out (else first) pair's control image is used."),
             ],
             outputs=[
                 FLUX_SAMPLE_SETTINGS.Output("settings", tooltip="Connect to Flux LoRA Train's 'sample_settings' input."),
@@ -50,8 +54,10 @@ class TestSampler(io.ComfyNode):
 
     @classmethod
     def execute(cls, prompts, trigger, width, height, steps, guidance, seed, every_n_steps, model=None, clip=None,
-                vae=None, lora=None) -> io.NodeOutput:
-        settings = SampleSettings(parse_prompts(prompts), width, height, steps, guidance, seed, every_n_steps, trigger.strip())
+                vae=None, lora=None, reference_image=None) -> io.NodeOutput:
+        reference = reference_image[0, :, :, :3] if reference_image is not None else None
+        settings = SampleSettings(parse_prompts(prompts), width, height, steps, guidance, seed, every_n_steps,
+                                  trigger.strip(), reference)
         if model is None or clip is None or vae is None:
             if any(x is not None for x in (model, clip, vae, lora)):
                 raise ValueError("TestSampler: to render now connect model, clip and vae (lora is optional).")
@@ -60,7 +66,8 @@ class TestSampler(io.ComfyNode):
         check_clip(clip, model)
         check_vae(vae, model)
         trained = isinstance(lora, TrainedLoRA)
-        images = render(model, vae, PromptSet(clip, settings, lora.info.trigger if trained else ""), lora)
+        prompt_set = PromptSet(clip, settings, lora.info.trigger if trained else "", vae, reference)
+        images = render(model, vae, prompt_set, lora)
         label = f"step {lora.info.steps_done}" if trained else ("LoRA" if lora is not None else "model")
-        grid = labelled_grid([images], [label])
+        grid = labelled_grid([prompt_set.row(images)], [label])
         return io.NodeOutput(settings, grid, ui=ui.PreviewImage(grid, cls=cls))

@@ -3,6 +3,7 @@ folder into one is trainer/folder.py.)"""
 import hashlib
 import math
 from dataclasses import dataclass, field, replace
+from typing import Optional
 
 import numpy as np
 import torch
@@ -18,10 +19,17 @@ class DatasetImage:
     pixels: torch.Tensor  # (H, W, 3) uint8, already cropped/resized to the bucket
     caption: str = ""
     caption_source: str = "none"  # none | file | auto | file+auto | input (Dataset from Images) | class
+    control: Optional[torch.Tensor] = None  # Kontext pairs: the control image, (H, W, 3) uint8 at the same size
+    control_sha256: str = ""
 
     @property
     def bucket(self):
         return int(self.pixels.shape[1]), int(self.pixels.shape[0])  # (width, height)
+
+
+def is_paired(dataset) -> bool:
+    """Whether the dataset holds Kontext pairs (every image has a control image)."""
+    return bool(dataset.images) and all(im.control is not None for im in dataset.images)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,8 @@ class FluxDataset:
         h = hashlib.sha256(f"{self.resolution}|{self.crop}".encode())
         for im in self.images:
             h.update(f"|{im.sha256}|{im.bucket}|{im.caption}".encode())
+            if im.control_sha256:
+                h.update(f"|control {im.control_sha256}".encode())
         return h.hexdigest()
 
     def describe(self) -> DatasetInfo:
@@ -116,7 +126,9 @@ def report(dataset: FluxDataset) -> str:
     for im in dataset.images:
         buckets[im.bucket] = buckets.get(im.bucket, 0) + 1
     captioned = sum(1 for im in dataset.images if im.caption)
-    lines = [f"{len(dataset.images)} images from {dataset.folder or 'the images input'}",
+    pairs = sum(1 for im in dataset.images if im.control is not None)
+    lines = [f"{len(dataset.images)} images from {dataset.folder or 'the images input'}"
+             + (f" ({pairs} Kontext pairs with a control image)" if pairs else ""),
              f"{captioned} captioned, {len(dataset.images) - captioned} without caption",
              f"crop: {dataset.crop}; buckets: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(buckets.items()))]
     if dataset.trigger:

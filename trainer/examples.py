@@ -1,5 +1,6 @@
 """Training examples: VAE latents and text conditioning, computed once (and cached) with ComfyUI's VAE and CLIP."""
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -12,6 +13,7 @@ class Example:
     latent: torch.Tensor   # (16, h, w), the model's latent space (after process_latent_in), float32 CPU
     context: torch.Tensor  # (tokens, dim) T5 sequence, float32 CPU
     pooled: torch.Tensor   # (768,) CLIP-L pooled, float32 CPU
+    reference: Optional[torch.Tensor] = None  # Kontext: the control image's latent, same shape and space as latent
 
 
 @dataclass
@@ -20,11 +22,18 @@ class Source:
     identity: str
     pixels: torch.Tensor  # (H, W, 3) float in [0, 1]
     caption: str
+    control: Optional[torch.Tensor] = None  # Kontext: the control image, like pixels
 
 
 def sources_from_dataset(dataset):
-    return [Source(f"file:{im.sha256}:{im.bucket}:{dataset.crop}:{dataset.resolution}", im.pixels.float() / 255.0, im.caption)
+    return [Source(f"file:{im.sha256}:{im.bucket}:{dataset.crop}:{dataset.resolution}"
+                   + (f":control {im.control_sha256}" if im.control is not None else ""),   # cache keys name the pair
+                   im.pixels.float() / 255.0, im.caption, None if im.control is None else im.control.float() / 255.0)
             for im in dataset.images]
+
+
+def _control_source(source: Source) -> Source:
+    return Source(f"{source.identity}:control", source.control, "")
 
 
 def tokenize(clip, caption: str):
@@ -103,15 +112,20 @@ class Encoder:
         return out
 
     def examples(self, sources):
-        raw = self.latents(sources)
+        """Examples of ``sources``; a source with a control image (Kontext) gets its latent as the reference."""
+        controls = [_control_source(s) for s in sources if s.control is not None]
+        raw = self.latents(list(sources) + controls)
         texts = {c: self.text(c) for c in dict.fromkeys(s.caption for s in sources)}
-        return [Example(latent=self.model.model.process_latent_in(raw[s.identity][None])[0],
-                        context=texts[s.caption][0], pooled=texts[s.caption][1]) for s in sources]
+        model_space = lambda identity: self.model.model.process_latent_in(raw[identity][None])[0]
+        return [Example(latent=model_space(s.identity), context=texts[s.caption][0], pooled=texts[s.caption][1],
+                        reference=None if s.control is None else model_space(_control_source(s).identity))
+                for s in sources]
 
 
 def batch_key(example: Example):
-    """Examples batch together only when latent size and T5 length agree (no padding, no masks)."""
-    return tuple(example.latent.shape), example.context.shape[0]
+    """Examples batch together only when latent size, T5 length and reference size agree (no padding, no masks)."""
+    return (tuple(example.latent.shape), example.context.shape[0],
+            None if example.reference is None else tuple(example.reference.shape))
 
 
 def epoch_batches(examples: list, batch_size: int, generator: torch.Generator):
@@ -152,3 +166,13 @@ def collate(examples: list, empty=None, dropout: float = 0.0, generator=None):
                 context = torch.where(drop[:, None, None], empty[0][None], context)
             pooled = torch.where(drop[:, None], empty[1][None], pooled)
     return latents, context, pooled
+
+
+def collate_references(examples: list, dropout: float = 0.0, generator=None):
+    """The batch's Kontext reference latents stacked, or None (no references, or dropped for this batch with
+    probability ``dropout``: trains plain text-to-image too). Draws from ``generator`` only for paired data."""
+    if examples[0].reference is None:
+        return None
+    if dropout > 0 and torch.rand(1, generator=generator).item() < dropout:
+        return None
+    return torch.stack([e.reference for e in examples])

@@ -127,12 +127,12 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         "ss_timestep_sampling": s.sigma_sampling,
         "ss_weighting_scheme": s.loss_weighting,
         "ss_model_prediction_type": "raw",
-        "ss_fp8_base": str(info.model.weight_dtype.startswith("float8")),
+        "ss_fp8_base": str(info.model.weight_dtype.startswith("float8") or info.base_weights == "fp8"),
         "ss_mixed_precision": info.model.compute_dtype,
         "ss_save_precision": precision,
         "ss_training_comment": "trained with ComfyUI-FluxLoRA",
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": "flux-1-dev/lora",
+        "modelspec.architecture": f"flux-1-{info.model.variant}/lora",
         "modelspec.implementation": "https://github.com/black-forest-labs/flux",
         "modelspec.resolution": f"{w}x{h}",
         "fluxlora_format": fmt,
@@ -167,6 +167,8 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         meta["fluxlora_skipped_steps"] = str(info.skipped_steps)
     if info.stopped_early:
         meta["fluxlora_stopped_early"] = "true"
+    if s.assistant_lora:
+        meta["fluxlora_assistant_lora"] = s.assistant_lora
     if info.base_weights != "as loaded":
         meta["fluxlora_base_weights"] = info.base_weights
     return meta

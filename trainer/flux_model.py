@@ -19,6 +19,7 @@ class FluxInfo:
     unet_config: dict
     weight_dtype: str
     compute_dtype: str
+    variant: str = "dev"    # 'dev' (guidance embedding) or 'schnell' (none: FLUX.1-schnell and its derivatives)
 
 
 def flux_info(model_patcher) -> FluxInfo:
@@ -43,11 +44,6 @@ def flux_info(model_patcher) -> FluxInfo:
         raise NotAFluxModel(
             f"This MODEL is a Flux-family model with {', '.join(unsupported) or 'text position ids'} "
             "(FLUX.2 / Ovis style), which FluxLoRATrain does not support; use FLUX.1-dev.")
-    if not p.guidance_embed:
-        raise NotAFluxModel(
-            "This MODEL has no guidance embedding (FLUX.1-schnell, or a de-distilled FLUX): FluxLoRATrain trains "
-            "FLUX.1-dev LoRAs, with FLUX.1-dev's guidance embedding; training schnell directly would break its few-step "
-            "distillation. Load flux1-dev.")
     if dm.in_channels != p.out_channels * p.patch_size ** 2:
         raise NotAFluxModel(
             f"This MODEL takes {dm.in_channels // p.patch_size ** 2} latent channels in but gives {p.out_channels} out "
@@ -60,7 +56,27 @@ def flux_info(model_patcher) -> FluxInfo:
                     unet_config={k: v for k, v in base.model_config.unet_config.items()
                                  if isinstance(v, (bool, int, float, str, list, tuple, type(None)))},
                     weight_dtype=str(weight.dtype).replace("torch.", ""),
-                    compute_dtype=str(compute).replace("torch.", ""))
+                    compute_dtype=str(compute).replace("torch.", ""),
+                    variant="dev" if p.guidance_embed else "schnell")
+
+
+SCHNELL_ADAPTER = "FLUX.1-schnell-training-adapter"
+
+
+def check_schnell(info: FluxInfo, settings):
+    """FLUX.1-schnell trains only with an assistant LoRA (ai-toolkit's method: its training adapter absorbs the drift
+    that would otherwise break schnell's few-step distillation), and without a guidance input."""
+    if info.variant != "schnell":
+        return
+    if not settings.assistant_lora.strip():
+        raise ValueError(
+            "This MODEL has no guidance embedding (FLUX.1-schnell): training it directly breaks its few-step "
+            f"distillation. Download ostris' {SCHNELL_ADAPTER} (huggingface.co/ostris/{SCHNELL_ADAPTER}) into "
+            "models/loras and set assistant_lora to it on the Advanced Settings node (it is used while training only, "
+            "as ai-toolkit does), or load flux1-dev.")
+    if settings.train_guidance != 1.0:
+        raise ValueError(f"train_guidance is {settings.train_guidance:g}, but FLUX.1-schnell has no guidance input, so "
+                         "it would have no effect: leave it at 1.0.")
 
 
 def check_clip(clip, model_patcher):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import pairs
 from .dataset import DatasetImage, FluxDataset, caption_suffix
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
@@ -171,9 +172,33 @@ def _scan(path: Path, ext: str):
     return images, captions, notes
 
 
+def _controls(path: Path, files: list, control_folder: str, roots, ext: str, allow_outside: bool):
+    """(target files, {stem: control file}, problems): the Kontext pairs of a folder (none: every file a target)."""
+    if control_folder.strip():
+        control_files, _, _ = _scan(resolve_folder(control_folder.strip(), roots, allow_outside), ext)
+        controls, orphans = pairs.match_controls(files, control_files)
+        if not controls:
+            raise ValueError(f"DatasetLoader: no image in the control folder '{control_folder}' has the name of an image "
+                             f"in '{path}' (pairs are matched by file name, e.g. 001.png and 001.jpg).")
+    else:
+        files, controls, orphans = pairs.split_controls(files)
+        if not controls and not orphans:
+            return files, {}, []
+    files, problems = pairs.pair_problems(files, controls, orphans, control_folder.strip())
+    return files, controls, problems
+
+
+def _read_control(file: Path, size):
+    data = file.read_bytes()
+    image = read_image(data)
+    return torch.from_numpy(np.asarray(fit(image, *size), dtype=np.uint8).copy()), hashlib.sha256(data).hexdigest(), image.size
+
+
 def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MODES[0], caption_extension: str = ".txt",
-                small_images: str = "skip", allow_outside: bool = True) -> FluxDataset:
-    """Reads every image of ``folder`` (not recursive). Bad files never raise: they are reported and skipped."""
+                small_images: str = "skip", allow_outside: bool = True, control_folder: str = "") -> FluxDataset:
+    """Reads every image of ``folder`` (not recursive). Bad files never raise: they are reported and skipped. With a
+    ``control_folder`` (or ``name_control.*`` files in the folder) it reads Kontext pairs: each image with its control
+    image, resized and cropped to the image's bucket."""
     if crop not in CROP_MODES:
         raise ValueError(f"Unknown crop mode '{crop}'; choose one of {CROP_MODES}.")
     if small_images not in SMALL_IMAGE_POLICIES:
@@ -181,7 +206,8 @@ def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MOD
     ext = check_caption_extension(caption_extension)
     path = resolve_folder(folder, roots, allow_outside)
     files, caption_files, notes = _scan(path, ext)
-    problems, read = [], []
+    files, controls, problems = _controls(path, files, control_folder, roots, ext, allow_outside)
+    read = []
     for file in files:  # bytes and captions first: duplicates keep the copy that has a caption
         try:
             data = file.read_bytes()
@@ -226,8 +252,23 @@ def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MOD
             problems.append(f"{file.name}: {w}x{h} is smaller than {resolution}px - included, {how}")
         if not caption:
             problems.append(f"{file.name}: no caption ({file.stem}{ext} missing or empty)")
+        control, control_digest = None, ""
+        if file.stem in controls:
+            try:
+                control, control_digest, control_size = _read_control(controls[file.stem], target)
+            except Exception as e:  # unreadable, corrupt, too large: this pair only
+                problems.append(f"{file.name}: its control image {controls[file.stem].name} cannot be read "
+                                f"({type(e).__name__}: {e}) - skipped")
+                continue
+            if abs(control_size[0] / control_size[1] - w / h) > 0.01:
+                notes.append(f"{controls[file.stem].name}: {control_size[0]}x{control_size[1]} has another shape than "
+                             f"{file.name} ({w}x{h}); resized and center-cropped to the same {target[0]}x{target[1]}")
         pixels = torch.from_numpy(np.asarray(fit(image, *target), dtype=np.uint8).copy())
-        images.append(DatasetImage(file.name, digest, pixels, caption, "file" if caption else "none"))
+        images.append(DatasetImage(file.name, digest, pixels, caption, "file" if caption else "none", control,
+                                   control_digest))
+    if controls:
+        notes.append(f"Kontext pairs: {len(images)} image(s) with a control image (edit LoRA: captions are the edit "
+                     "instructions)")
     if not images:
         raise ValueError(f"DatasetLoader: no usable images in '{path}' (png, jpg, jpeg, webp)."
                          + (" Problems: " + "; ".join(problems[:5]) if problems else ""))

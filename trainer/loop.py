@@ -14,7 +14,7 @@ import comfy.utils
 from . import checkpoint, lora_init, objective
 from .blocks import install_training_blocks
 from .comfy_features import comfy_training_mode
-from .examples import collate, epoch_batches
+from .examples import collate, collate_references, epoch_batches
 from .export import lora_file_bytes
 from .files import write_replacing
 from .flux_model import flux_info
@@ -90,14 +90,16 @@ def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: t
 
 def _batch(patcher, examples, indices, settings, generator, device, empty_caption):
     """(loss, noisy latents, sigmas) of one batch."""
-    latents, context, pooled = collate([examples[i] for i in indices], empty_caption, settings.caption_dropout, generator)
+    batch = [examples[i] for i in indices]
+    latents, context, pooled = collate(batch, empty_caption, settings.caption_dropout, generator)
+    reference = collate_references(batch, settings.reference_dropout, generator)
     x0 = latents.to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     image_tokens = (x0.shape[-2] // 2) * (x0.shape[-1] // 2)
     sigmas = objective.sample_sigmas(settings.sigma_sampling, x0.shape[0], generator,
                                      shift=settings.sigma_shift, image_tokens=image_tokens)
     xt = objective.noisy_latents(x0, noise, sigmas.to(device))
-    prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance)
+    prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance, reference)
     weights = objective.loss_weights(settings.loss_weighting, sigmas).to(device)
     return objective.flow_matching_loss(prediction, objective.velocity_target(x0, noise), weights), xt, sigmas
 
@@ -118,7 +120,9 @@ def load_for_training(patcher, plan: Plan):
 
 
 def largest_image_tokens(examples) -> int:
-    return max((e.latent.shape[-2] // 2) * (e.latent.shape[-1] // 2) for e in examples)
+    """Image tokens of the longest example: the image's, plus a Kontext reference's."""
+    tokens = lambda latent: (latent.shape[-2] // 2) * (latent.shape[-1] // 2) if latent is not None else 0
+    return max(tokens(e.latent) + tokens(e.reference) for e in examples)
 
 
 @contextmanager

@@ -12,8 +12,10 @@ from pathlib import Path
 
 from . import checkpoint
 from .cache import EncodingCache, NoCache
+from .dataset import is_paired
 from .examples import Encoder, sources_from_dataset
-from .flux_model import check_clip, check_vae, flux_info
+from .assistant import with_assistant
+from .flux_model import check_clip, check_schnell, check_vae, flux_info
 from .images import to_pil
 from .loop import RunFolder, TrainingHooks, train_flux_lora
 from .memory_plan import Plan, plan_run
@@ -84,7 +86,7 @@ class _CheckpointSamples(TrainingHooks):
         self.hooks.on_saved(step, path)
 
     def on_checkpoint(self, step, weights):
-        self.rows.append(render(self.model, self.vae, self.prompts, weights))
+        self.rows.append(self.prompts.row(render(self.model, self.vae, self.prompts, weights)))
         self.steps.append(step)
         grid = to_pil(labelled_grid(self.rows[-1:], [f"step {step}"]))
         self.hooks.on_samples(step, grid)
@@ -116,7 +118,7 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     continues a saved run instead. ``regularization`` (a FluxDataset of class images) is trained on alongside, for
     preservation 'regularization images'. Everything that can be checked is checked before the first image is encoded."""
     hooks = hooks or RunHooks()
-    flux_info(model)
+    check_schnell(flux_info(model), settings)
     check_clip(clip, model)
     check_vae(vae, model)
     if not dataset.images:
@@ -126,9 +128,10 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                          "to 'regularization images'" + (" (a dataset is connected but preservation is "
                                                           f"'{settings.preservation}')." if regularization is not None
                                                           else " (no dataset is connected)."))
-    image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16)
-                       for im in dataset.images + (regularization.images if regularization else ()))
+    image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16) * (2 if im.control is not None else 1)  # Kontext:
+                       for im in dataset.images + (regularization.images if regularization else ()))  # + reference
     plan = plan_run(model, settings, image_tokens)   # refuses a run that cannot fit, before any encoding
+    trained_model = with_assistant(model, settings.assistant_lora.strip()) if settings.assistant_lora.strip() else model
     logging.info(f"Flux LoRA Train: {plan.describe()}")
     hooks.on_plan(plan.describe())
     train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
@@ -154,13 +157,18 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
         preservation = Preservation(settings.preservation, settings.prior_loss_weight,
                                     class_text=encoder.text(settings.class_prompt.strip()))
     # sample prompts are encoded now, before the text encoders leave VRAM
-    prompts = PromptSet(clip, sample_settings, dataset.trigger) if sample_settings is not None else None
+    prompts = None
+    if sample_settings is not None:
+        reference = sample_settings.reference_image
+        if reference is None and is_paired(dataset):   # Kontext: samples edit a held-out (else the first) control
+            reference = dataset.images[(val_ids or [0])[0]].control.float() / 255.0
+        prompts = PromptSet(clip, sample_settings, dataset.trigger, vae, reference)
     release(clip.patcher, vae.patcher)
     validation = ValidationSet.build([examples[i] for i in val_ids], settings.seed) if val_ids else None
     if runs_root and run_path is None:
         run_path = checkpoint.new_run_folder(runs_root, dataset.trigger or Path(dataset.folder or "lora").name)
     loop_hooks = _CheckpointSamples(hooks, model, vae, prompts)
-    lora = train_flux_lora(model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
+    lora = train_flux_lora(trained_model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
                            dataset.describe(), preset, validation, RunFolder(run_path, identity) if run_path else None,
                            saved, preservation, plan)
     with torch.inference_mode(False):

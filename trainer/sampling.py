@@ -1,9 +1,11 @@
 """Sample images with a LoRA through ComfyUI's own sampling path (what the user will get with LoraLoader)."""
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+import comfy.model_sampling
 import comfy.sd
 import node_helpers
 from comfy_extras.nodes_model_advanced import ModelSamplingFlux
@@ -23,6 +25,7 @@ class SampleSettings:
     seed: int = 42
     every_n_steps: int = 250
     trigger: str = ""
+    reference_image: Optional[torch.Tensor] = field(default=None, compare=False)  # Kontext: (H, W, 3) float image to edit
 
     def resolved_prompts(self, fallback_trigger: str = ""):
         """``{trigger}`` replaced by this sampler's own trigger, else by ``fallback_trigger`` (the trained dataset's)."""
@@ -38,14 +41,27 @@ def parse_prompts(text: str):
 
 
 class PromptSet:
-    """Prompts encoded once (before the text encoders leave VRAM), reused at every checkpoint."""
+    """Prompts encoded once (before the text encoders leave VRAM), reused at every checkpoint. With a ``reference``
+    image (Kontext: (H, W, 3) float) every prompt edits it: its VAE latent joins the conditioning as ComfyUI's
+    ReferenceLatent node adds it, and each row of samples starts with the reference."""
 
-    def __init__(self, clip, settings: SampleSettings, fallback_trigger: str = ""):
+    def __init__(self, clip, settings: SampleSettings, fallback_trigger: str = "", vae=None, reference=None):
         self.settings = settings
         self.prompts = settings.resolved_prompts(fallback_trigger)
-        self.positive = [node_helpers.conditioning_set_values(clip.encode_from_tokens_scheduled(clip.tokenize(p)),
-                                                              {"guidance": settings.guidance}) for p in self.prompts]
+        self.reference = reference
+        values = {"guidance": settings.guidance}
+        self.positive = [node_helpers.conditioning_set_values(clip.encode_from_tokens_scheduled(clip.tokenize(p)), values)
+                         for p in self.prompts]
+        if reference is not None:
+            with torch.inference_mode():
+                latent = vae.encode(reference[None, :, :, :3])
+            self.positive = [node_helpers.conditioning_set_values(c, {"reference_latents": [latent]}, append=True)
+                             for c in self.positive]
         self.negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+
+    def row(self, images: torch.Tensor) -> list:
+        """A checkpoint's samples as one grid row: reference | samples (Kontext), else the samples."""
+        return ([self.reference.float().cpu()] if self.reference is not None else []) + list(images)
 
 
 def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> torch.Tensor:
@@ -57,7 +73,9 @@ def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> 
     with torch.random.fork_rng(devices=[]), torch.inference_mode():  # never disturb the training RNG stream
         if lora_weights is not None:
             model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), 1.0, 0)
-        model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]
+        if isinstance(model.get_model_object("model_sampling"), comfy.model_sampling.ModelSamplingFlux):
+            model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]   # FLUX.1-dev's shift
+        # FLUX.1-schnell keeps its own sampling (FLOW, shift 1.0), as its checkpoint loads it
         latent = {"samples": torch.zeros(1, 16, s.height // 8, s.width // 8)}
         images = []
         for positive, seed in jobs:
@@ -75,12 +93,13 @@ def _font(size):
 
 
 def labelled_grid(rows, labels, max_tile: int = 384) -> torch.Tensor:
-    """Stacks rows of images (each (N, H, W, 3)) with a label per row: (1, H, W, 3) float."""
-    h, w = rows[0].shape[1:3]
+    """Stacks rows of images (each a list of (H, W, 3) or an (N, H, W, 3) batch; tiles take the size of the first
+    row's last image) with a label per row: (1, H, W, 3) float."""
+    h, w = rows[0][-1].shape[:2]
     scale = min(1.0, max_tile / max(h, w))
     tw, th = max(1, int(w * scale)), max(1, int(h * scale))
     label_w = 110
-    n = max(r.shape[0] for r in rows)
+    n = max(len(r) for r in rows)
     canvas = Image.new("RGB", (label_w + n * tw, len(rows) * th), (24, 24, 24))
     draw = ImageDraw.Draw(canvas)
     font = _font(16)

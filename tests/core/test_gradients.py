@@ -13,13 +13,9 @@ def _stacked_lora_model(model):
     """The MODEL with a user LoRA already applied (as LoraLoader would), partially loaded ('lowvram'): ComfyUI
     then applies that LoRA on the fly through weight functions on the layers peft wraps."""
     import comfy.sd
-    g = torch.Generator().manual_seed(11)
-    sd = {}
-    for name in ("double_blocks.0.img_attn.qkv", "single_blocks.1.linear1", "double_blocks.1.txt_mlp.0"):
-        w = model.model.diffusion_model.get_submodule(name).weight
-        sd[f"diffusion_model.{name}.lora_up.weight"] = torch.randn(w.shape[0], 2, generator=g) * 0.1
-        sd[f"diffusion_model.{name}.lora_down.weight"] = torch.randn(2, w.shape[1], generator=g) * 0.1
-    return comfy.sd.load_lora_for_models(model, None, sd, 1.0, 0)[0]
+    layers = ("double_blocks.0.img_attn.qkv", "single_blocks.1.linear1", "double_blocks.1.txt_mlp.0")
+    return comfy.sd.load_lora_for_models(model, None, training_data.random_lora(model, layers, seed=11, scale=0.1),
+                                         1.0, 0)[0]
 
 
 def _cases():

@@ -3,7 +3,7 @@ and the memory plan that picks them and refuses a run that cannot fit before any
 import pytest
 import torch
 
-import reference_flux
+import gradient_check
 import training_data
 from model_snapshot import assert_clean, sample, snapshot
 
@@ -43,30 +43,14 @@ def test_lora_gradients_on_a_quantized_copy_match_the_dequantized_reference(comf
                 q = dm.get_submodule("double_blocks.0.img_attn.qkv.base_layer")
                 assert isinstance(q, bnb.nn.Linear4bit) and q.weight.quant_type == "nf4" and q.weight.compress_statistics
             assert not shared & {t.data_ptr() for t in patcher.model.state_dict().values() if t.numel()}
-            g = torch.Generator().manual_seed(3)
-            for p in lora.parameters():
-                with torch.no_grad():
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+            gradient_check.randomize(lora)
             loss = loop.batch_loss(patcher, examples, [0, 1], settings, torch.Generator().manual_seed(7), "cpu")
             loss.backward()
-            ours = {n: (l.lora_A["default"].weight.grad.clone(), l.lora_B["default"].weight.grad.clone())
-                    for n, l in lora.layers.items()}
-            leaves = {n: (l.lora_A["default"].weight.detach().clone().requires_grad_(True),
-                          l.lora_B["default"].weight.detach().clone().requires_grad_(True), 8.0 / 4)
-                      for n, l in lora.layers.items()}
-            reference = reference_flux.Reference(dm, leaves, weights)
-        gen = torch.Generator().manual_seed(7)
-        x0 = torch.stack([examples[0].latent, examples[1].latent])
-        noise = torch.randn(x0.shape, generator=gen)
-        sigmas = objective.sample_sigmas("sigmoid", 2, gen, image_tokens=(x0.shape[-2] // 2) * (x0.shape[-1] // 2))
-        pred = reference(objective.noisy_latents(x0, noise, sigmas), sigmas,
-                         torch.stack([e.context for e in examples[:2]]), torch.stack([e.pooled for e in examples[:2]]),
-                         torch.full((2,), 1.0))
-        ((pred - (noise - x0)) ** 2).reshape(2, -1).mean(1).mean().backward()
-    for name, (ga, gb) in ours.items():
-        for got, want in ((ga, leaves[name][0].grad), (gb, leaves[name][1].grad)):
-            assert want.abs().max() > 0
-            assert ((got - want).abs().max() / want.abs().max()).item() <= 1e-4, name
+            ours, leaves = gradient_check.trainer_gradients(lora, 8.0 / 4)
+            ref_loss = gradient_check.reference_loss(objective, dm, leaves, examples, weights)
+        ref_loss.backward()
+    assert torch.allclose(loss.detach(), ref_loss.detach(), rtol=1e-5), (loss.item(), ref_loss.item())
+    gradient_check.assert_gradients_match(ours, leaves)
 
 
 def test_nf4_run_trains_and_leaves_the_shared_model_bit_identical(comfy, core):

@@ -46,12 +46,21 @@ def test_vae_with_other_latents_is_refused_also_by_the_test_sampler(comfy, core,
                                                seed=0, every_n_steps=1, model=model, clip=clip, vae=sd_vae)
 
 
-def test_schnell_style_model_is_refused(comfy, core, no_encoding):
+def test_schnell_without_its_training_adapter_is_refused(comfy, core, no_encoding):
     import nodes
     schnell = nodes.UNETLoader().load_unet(comfy["names"]["schnell"], "default")[0]
     assert not schnell.model.diffusion_model.params.guidance_embed
-    with pytest.raises(core.flux_model.NotAFluxModel, match="no guidance embedding.*FLUX.1-schnell.*Load flux1-dev"):
+    with pytest.raises(ValueError, match="FLUX.1-schnell.*distillation.*FLUX.1-schnell-training-adapter.*assistant_lora"):
         _train(comfy, core, model=schnell)
+    m, c, v = training_data.load_models(comfy)
+    with pytest.raises(ValueError, match="train_guidance is 3.5, but FLUX.1-schnell has no guidance input"), \
+            torch.inference_mode():
+        core.run.train_run(schnell, c, v, training_data.dataset(comfy), core.settings.TrainSettings(
+            steps=1, train_guidance=3.5, assistant_lora="anything.safetensors"))
+    with pytest.raises(ValueError, match="assistant_lora 'missing.safetensors' is not in models/loras"), \
+            torch.inference_mode():
+        core.run.train_run(schnell, c, v, training_data.dataset(comfy), core.settings.TrainSettings(
+            steps=1, assistant_lora="missing.safetensors"))
 
 
 def test_nan_pixels_are_refused(core):

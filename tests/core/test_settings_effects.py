@@ -44,6 +44,8 @@ PROBES = {
     "lora_dropout": (0.5, {}),
     "use_dora": (True, {}),
     "base_weights": ("nf4", {}),
+    "reference_dropout": (0.5, {"dataset": "kontext pairs", "steps": 6}),
+    "assistant_lora": ("tiny_assistant.safetensors", {}),
 }
 # proven to change memory use, not results: below, and in test_memory_tiers.py (vram: the plan and the check before
 # encoding; gpu_weights_gb: partial loading with bit-identical results)
@@ -57,10 +59,11 @@ def test_every_declared_setting_has_a_probe(core):
         assert (name in MEMORY_ONLY) == (meta["only"] == "memory and speed"), name
 
 
-def _outputs(comfy, core, tmp_path, **settings):
+def _outputs(comfy, core, tmp_path, dataset="images", **settings):
     model, clip, vae = training_data.load_models(comfy)
+    data = training_data.paired_dataset(comfy) if dataset == "kontext pairs" else training_data.dataset(comfy)
     with torch.inference_mode():
-        return core.run.train_run(model, clip, vae, training_data.dataset(comfy), core.settings.TrainSettings(**settings),
+        return core.run.train_run(model, clip, vae, data, core.settings.TrainSettings(**settings),
                                   cache_root=str(tmp_path / "cache"), runs_root=str(tmp_path / "runs"))
 
 
@@ -80,6 +83,8 @@ def _signature(out, what):
 @pytest.mark.parametrize("name", sorted(PROBES))
 def test_setting_changes_the_run(comfy, core, tmp_path, name):
     value, context, *what = PROBES[name]
+    if name == "assistant_lora":
+        training_data.assistant_lora(comfy, value)
     what = what[0] if what else "run"
     base = _outputs(comfy, core, tmp_path, **{**BASE, **context})
     probe = _outputs(comfy, core, tmp_path, **{**BASE, **context, name: value})

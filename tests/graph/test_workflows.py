@@ -28,3 +28,35 @@ def test_api_workflow_runs(comfy, captioners, name):
     assert out.get("20", {}).get("images"), (sorted(out), executor.status_messages[-3:])
     assert out["9"]["text"][0].startswith(f"Saved flux_lora/wf_{name}_000004steps_")
     assert ("5" in prompt) == (name == "flux_lora_trainer")  # the minimal workflow has no AutoCaption
+
+
+def _pairs(input_dir: Path, name: str) -> tuple:
+    """A Kontext pair folder (512 px 'after' images with edit captions) and its control folder ('before')."""
+    import numpy as np
+    from PIL import Image
+    targets, controls = input_dir / name, input_dir / f"{name}_control"
+    targets.mkdir(exist_ok=True), controls.mkdir(exist_ok=True)
+    g = np.random.default_rng(0)
+    for i in range(4):
+        before = g.integers(0, 255, (8, 8, 3), dtype=np.uint8).repeat(64, 0).repeat(64, 1)
+        Image.fromarray(before).save(controls / f"{i:03d}.png")
+        Image.fromarray(255 - before).save(targets / f"{i:03d}.png")
+        (targets / f"{i:03d}.txt").write_text("invert the colors")
+    Image.fromarray(before[:256, :256]).save(input_dir / f"{name}_example.png")
+    return targets, controls
+
+
+def test_kontext_workflow_trains_from_pairs_and_edits_with_the_lora(comfy, caplog):
+    """The bundled Kontext workflow: pairs from a control folder train, checkpoint samples use a control image, and the
+    saved LoRA loads in stock LoraLoaderModelOnly (no key left unloaded) into ComfyUI's Kontext sampling graph."""
+    targets, controls = _pairs(comfy["root"] / "input", "wf_kontext")
+    prompt = workflow_swaps.tiny_api(load_api("flux_lora_kontext"), targets.name, "flux_lora/wf_kontext")
+    prompt["4"]["inputs"]["control_folder"] = controls.name
+    prompt["21"]["inputs"]["image"] = "wf_kontext_example.png"
+    executor, _ = harness.run(prompt)
+    assert executor.success, harness.error_message(executor)
+    out = executor.history_result["outputs"]
+    assert out["8"]["checkpoints"] == [2, 4] and out["8"]["encoded"][0]["images"] == 8   # 4 targets + 4 controls
+    assert out.get("20", {}).get("images")
+    assert out["9"]["text"][0].startswith("Saved flux_lora/wf_kontext_000004steps_")
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]

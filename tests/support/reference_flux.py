@@ -67,14 +67,27 @@ class Reference:
         q, k = apply_rope(q, pe), apply_rope(k, pe)
         return rearrange(F.scaled_dot_product_attention(q, k, v), "B H L D -> B L (H D)")
 
-    def __call__(self, x, sigmas, context, y, guidance):
-        P, heads, hidden = self.params, self.params.num_heads, self.params.hidden_size
+    @staticmethod
+    def tokens(x, index=0):
+        """Patchified tokens of a latent and their (index, row, column) position ids."""
         b, c, h, w = x.shape
-        img = rearrange(x, "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2)
         ids = torch.zeros(h // 2, w // 2, 3)
+        ids[..., 0] = index
         ids[..., 1] += torch.arange(h // 2)[:, None]
         ids[..., 2] += torch.arange(w // 2)[None, :]
-        ids = torch.cat([torch.zeros(b, context.shape[1], 3), ids.reshape(1, -1, 3).repeat(b, 1, 1)], dim=1)
+        return rearrange(x, "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=2, pw=2), ids.reshape(1, -1, 3).repeat(b, 1, 1)
+
+    def __call__(self, x, sigmas, context, y, guidance, reference=None):
+        """``reference``: a FLUX.1 Kontext control latent (BFL's layout: its tokens follow the image's, position index
+        1, same rows and columns); the output covers the image's tokens only."""
+        P, heads, hidden = self.params, self.params.num_heads, self.params.hidden_size
+        b, c, h, w = x.shape
+        img, ids = self.tokens(x)
+        n_img = img.shape[1]
+        if reference is not None:
+            ref, ref_ids = self.tokens(reference, index=1)
+            img, ids = torch.cat([img, ref], 1), torch.cat([ids, ref_ids], 1)
+        ids = torch.cat([torch.zeros(b, context.shape[1], 3), ids], dim=1)
         pe = torch.cat([rope(ids[..., i], P.axes_dim[i], P.theta) for i in range(3)], dim=-3).unsqueeze(1)
         img = self.lin("img_in", img)
         vec = self.mlp_embed("time_in", timestep_embedding(sigmas))
@@ -104,7 +117,7 @@ class Reference:
             k = F.rms_norm(k, k.shape[-1:], self.p[f"{s}.norm.key_norm.scale"], 1e-6)
             out = self.lin(f"{s}.linear2", torch.cat([self.attention(q, k, v, pe), F.gelu(mlp, approximate="tanh")], 2))
             x_ = x_ + gate * out
-        img = x_[:, txt.shape[1]:]
+        img = x_[:, txt.shape[1]:txt.shape[1] + n_img]
         shift, scale = self.lin("final_layer.adaLN_modulation.1", F.silu(vec))[:, None, :].chunk(2, dim=-1)
         img = self.lin("final_layer.linear", (1 + scale) * ln(img) + shift)
         return rearrange(img, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=h // 2, w=w // 2, ph=2, pw=2)

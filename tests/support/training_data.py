@@ -38,10 +38,47 @@ def dataset(comfy):
     return ds.dataset_from_images(image_batch(comfy), images.CAPTIONS)
 
 
-def model_and_examples(comfy):
+def _encoded(comfy, name, make_dataset):
     ex = _trainer("examples")
     model, clip, vae = load_models(comfy)
-    if "examples" not in _CACHE:
+    if name not in _CACHE:
         with torch.inference_mode():
-            _CACHE["examples"] = ex.Encoder(model, clip, vae).examples(ex.sources_from_dataset(dataset(comfy)))
-    return model, _CACHE["examples"]
+            _CACHE[name] = ex.Encoder(model, clip, vae).examples(ex.sources_from_dataset(make_dataset(comfy)))
+    return model, _CACHE[name]
+
+
+def model_and_examples(comfy):
+    return _encoded(comfy, "examples", dataset)
+
+
+def paired_dataset(comfy):
+    """The synthetic images as FLUX.1 Kontext pairs: each with a control image (its mirror image, then darkened)."""
+    from dataclasses import replace
+    base = dataset(comfy)
+    return base.with_images([replace(im, control=(im.pixels.flip(1).float() * 0.6).to(im.pixels.dtype),
+                                     control_sha256="mirror-" + im.sha256) for im in base.images])
+
+
+def paired_examples(comfy):
+    return _encoded(comfy, "paired", paired_dataset)
+
+
+def random_lora(model, layers, seed: int, scale: float, rank: int = 2) -> dict:
+    """A seeded random LoRA on ``layers`` of the tiny FLUX, in ComfyUI's keys."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for layer in layers:
+        w = model.model.diffusion_model.get_submodule(layer).weight
+        sd[f"diffusion_model.{layer}.lora_up.weight"] = torch.randn(w.shape[0], rank, generator=g) * scale
+        sd[f"diffusion_model.{layer}.lora_down.weight"] = torch.randn(rank, w.shape[1], generator=g) * scale
+    return sd
+
+
+def assistant_lora(comfy, name="tiny_assistant.safetensors"):
+    """A LoRA file for the tiny FLUX in models/loras (3 layers, seeded): an 'assistant' to train with."""
+    from safetensors.torch import save_file
+    path = comfy["loras"] / name
+    if not path.exists():
+        layers = ("double_blocks.0.img_attn.qkv", "double_blocks.1.img_mlp.0", "single_blocks.0.linear1")
+        save_file(random_lora(load_models(comfy)[0], layers, seed=21, scale=0.2), str(path))
+    return name

@@ -39,6 +39,14 @@ NOTES = {
          "precision and loses most of it. Load the merged file with fp8_e4m3fn afterwards if VRAM is short.\n"
          "Stack several LoRAs by chaining LoraLoaderModelOnly nodes before Save."),
     ],
+    "flux_lora_kontext": [
+        ("Train a FLUX.1 Kontext edit LoRA",
+         "Load flux1-kontext-dev. Put the 'after' images in input/kontext_dataset and the 'before' images,\n"
+         "with the same file names, in input/kontext_dataset_control (or name_control.png next to name.png).\n"
+         "Each caption (name.txt) is the edit instruction, e.g. 'turn this photo into a watercolor painting'.\n"
+         "Checkpoint samples edit a held-out (else the first) control image: control | result per row.\n"
+         "Below: the trained LoRA edits your own image (Load Image -> ReferenceLatent), ~1 megapixel works best."),
+    ],
     "flux_lora_trainer_captioned_folder": [
         ("Train on an already-captioned folder",
          "For a folder where every image already has a caption file (photo1.png + photo1.txt).\n"
