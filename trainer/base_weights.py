@@ -133,7 +133,8 @@ def training_copy(model, fmt: str, in_ram: bool = False):
     for attr in ("device", "model_loaded_weight_memory", "lowvram_patch_counter", "model_lowvram",
                  "current_weight_patches_uuid", "model_offload_buffer_memory"):
         new_base.__dict__.pop(attr, None)   # the MODEL's loading state: the new ModelPatcher starts its own
-    patcher = comfy.model_patcher.ModelPatcher(new_base, load_device=device, offload_device=model.offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(new_base, load_device=model.load_device,
+                                               offload_device=model.offload_device)
     patcher.object_patches = model.object_patches.copy()   # e.g. a ModelSamplingFlux node's model_sampling
     patcher.model_options = copy.deepcopy(model.model_options)
     return patcher
