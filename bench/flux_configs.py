@@ -14,6 +14,31 @@ FLUX_DEV = dict(image_model="flux", in_channels=16, out_channels=16, vec_in_dim=
 # the same depth and input widths at 1/12 of the hidden width: proves the bench on a CPU in minutes
 FLUX_DEV_NARROW = dict(FLUX_DEV, hidden_size=256, num_heads=2)
 CONFIGS = {"flux-dev": FLUX_DEV, "flux-dev-narrow": FLUX_DEV_NARROW}
+# FLUX.2 [klein] base 4B: 5 double + 20 single blocks, 3072 hidden, Qwen3-4B text (3 x 2560); the ComfyUI config of
+# the released file. 9B: 8 + 24 blocks (SimpleTuner's FLUX2.md), 4096 hidden and 32 heads, Qwen3-8B text (3 x 4096):
+# the width is derived (it gives 9.0 B parameters; not read from the released file).
+FLUX2_KLEIN_4B = dict(image_model="flux2", in_channels=128, out_channels=128, vec_in_dim=None, context_in_dim=7680,
+                      hidden_size=3072, mlp_ratio=3.0, num_heads=24, depth=5, depth_single_blocks=20,
+                      axes_dim=[32, 32, 32, 32], theta=2000, patch_size=1, qkv_bias=False, guidance_embed=False,
+                      txt_ids_dims=[3], global_modulation=True, mlp_silu_act=True, ops_bias=False)
+FLUX2_KLEIN_9B = dict(FLUX2_KLEIN_4B, context_in_dim=12288, hidden_size=4096, num_heads=32, depth=8,
+                      depth_single_blocks=24)
+# Chroma1: FLUX.1-schnell's blocks without modulation layers, T5 only, the approximator (ComfyUI's detected config)
+CHROMA = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=4096, hidden_size=3072,
+              mlp_ratio=4.0, num_heads=24, depth=19, depth_single_blocks=38, axes_dim=[16, 56, 56], theta=10000,
+              patch_size=2, qkv_bias=True, in_dim=64, out_dim=3072, hidden_dim=5120, n_layers=5, txt_ids_dims=[],
+              vec_in_dim=None)
+PLANNED_MODELS = {"flux-dev": FLUX_DEV, "klein-4b": FLUX2_KLEIN_4B, "klein-9b": FLUX2_KLEIN_9B, "chroma": CHROMA}
+
+
+def meta_diffusion_model(config: dict, dtype):
+    """ComfyUI's diffusion model of ``config`` on the meta device (no memory): for planning at full size."""
+    import comfy.ldm.chroma.model
+    import comfy.ldm.flux.model
+    import comfy.ops
+    cls = comfy.ldm.chroma.model.Chroma if config["image_model"] == "chroma" else comfy.ldm.flux.model.Flux
+    cfg = {k: v for k, v in config.items() if k != "image_model"}
+    return cls(operations=comfy.ops.disable_weight_init, dtype=dtype, device="meta", **cfg)
 
 # the loader's weight_dtype choices: (weight dtype, ComfyUI's fp8 matmul optimisation)
 WEIGHT_FORMATS = {"bf16": (torch.bfloat16, False), "fp8_e4m3fn": (torch.float8_e4m3fn, False),

@@ -1,7 +1,8 @@
-"""What each VRAM tier does at full FLUX.1-dev size: the pack's memory plan (trainer/memory_plan.py) for FLUX.1-dev's
-real architecture (built on the meta device: no memory, no GPU), rank 16, batch 1, gradient checkpointing.
+"""What each VRAM tier does at full size: the pack's memory plan (trainer/memory_plan.py) for the real architecture of
+FLUX.1-dev, FLUX.2 [klein] 4B / 9B or Chroma (built on the meta device: no memory, no GPU), rank 16, batch 1,
+gradient checkpointing.
 
-    python bench/vram_tiers.py [--loaded bf16|fp8] [--rank 16] [--kontext]
+    python bench/vram_tiers.py [--model flux-dev|klein-4b|klein-9b|chroma] [--loaded bf16|fp8] [--rank 16] [--kontext]
 
 Every number printed is an ESTIMATE of the planner's model (fitted to bench/estimate.py's fake-tensor traces), not a
 measurement; bench/fullsize.py measures on a GPU.
@@ -18,6 +19,7 @@ sys.path.insert(0, str(HERE))
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=("flux-dev", "klein-4b", "klein-9b", "chroma"), default="flux-dev")
     parser.add_argument("--loaded", choices=("bf16", "fp8"), default="bf16", help="how the MODEL was loaded")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--kontext", action="store_true", help="Kontext pairs: a reference image doubles the image tokens")
@@ -25,16 +27,14 @@ def main():
     from fullsize import _boot
     trainer = _boot(None)
     plan_mod, lora_mod = trainer("memory_plan"), trainer("lora")
-    import comfy.ldm.flux.model
-    import comfy.ops
-    from flux_configs import FLUX_DEV
+    from flux_configs import PLANNED_MODELS, meta_diffusion_model
     dtype = torch.bfloat16 if args.loaded == "bf16" else torch.float8_e4m3fn
-    cfg = {k: v for k, v in FLUX_DEV.items() if k != "image_model"}
-    dm = comfy.ldm.flux.model.Flux(operations=comfy.ops.disable_weight_init, dtype=dtype, device="meta", **cfg)
+    dm = meta_diffusion_model(PLANNED_MODELS[args.model], dtype)
     facts = plan_mod.diffusion_model_facts(dm)
     trainable = lora_mod.trainable_count(dm, lora_mod.LoraSettings(rank=args.rank, alpha=args.rank))
     gib = plan_mod.GIB
-    print(f"FLUX.1-dev loaded {args.loaded}, rank {args.rank} ({trainable / 1e6:.1f} M LoRA parameters), batch 1, "
+    params = sum(p.numel() for p in dm.parameters())
+    print(f"{args.model} ({params / 1e9:.2f} B parameters) loaded {args.loaded}, rank {args.rank} ({trainable / 1e6:.1f} M LoRA parameters), batch 1, "
           "gradient checkpointing" + (", Kontext pairs (image + reference tokens)" if args.kontext else "")
           + ". ESTIMATED by the pack's memory plan.")
     print(f"{'tier':>6} {'px':>5} {'base weights':>12} {'in VRAM GiB':>11} {'streamed GiB':>12} {'peak GiB':>8}")

@@ -32,7 +32,7 @@ class ClassImages(io.ComfyNode):
                 io.Int.Input("width", default=1024, min=256, max=2048, step=64, tooltip="Match your training resolution."),
                 io.Int.Input("height", default=1024, min=256, max=2048, step=64, tooltip="Match your training resolution."),
                 io.Int.Input("steps", default=20, min=1, max=100, tooltip="Euler steps per image."),
-                io.Float.Input("guidance", default=3.5, min=0.0, max=20.0, step=0.1, tooltip="FLUX distilled guidance."),
+                io.Float.Input("guidance", default=3.5, min=0.0, max=20.0, step=0.1, tooltip="Distilled guidance for FLUX.1-dev / FLUX.2-dev; the CFG scale for FLUX.2 klein and Chroma."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFF, tooltip="Image i uses seed + i."),
             ],
             outputs=[FLUX_DATASET.Output("dataset", tooltip="Connect to Flux LoRA Train's 'regularization' input."),

@@ -30,7 +30,9 @@ class TestSampler(io.ComfyNode):
                 io.Int.Input("height", default=1024, min=256, max=2048, step=64, tooltip="Sample height."),
                 io.Int.Input("steps", default=20, min=1, max=100, tooltip="Euler steps per sample."),
                 io.Float.Input("guidance", default=3.5, min=0.0, max=20.0, step=0.1,
-                               tooltip="FLUX distilled guidance for samples (3.5 is FLUX.1-dev's usual value)."),
+                               tooltip="FLUX.1-dev / FLUX.2-dev: distilled guidance for samples (3.5 is FLUX.1-dev's "
+                                       "usual value). FLUX.2 klein and Chroma (not guidance-distilled): the CFG scale "
+                                       "against an empty prompt (about 4)."),
                 io.Int.Input("seed", default=42, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="Fixed seed, so every checkpoint's samples are comparable."),
                 io.Int.Input("every_n_steps", default=250, min=1, max=100000,

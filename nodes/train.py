@@ -42,14 +42,15 @@ class FluxLoRATrain(io.ComfyNode):
             category="FluxLoRA",
             is_output_node=True,
             hidden=[io.Hidden.unique_id],
-            description="Trains a FLUX.1-dev LoRA on the MODEL ComfyUI already loaded (it is left unchanged). A preset "
+            description="Trains a FLUX.1 (dev, schnell, Kontext), FLUX.2 [klein]/[dev] or Chroma LoRA on the MODEL ComfyUI already loaded (it is left unchanged). A preset "
                         "fills every setting; 'Flux LoRA Advanced Settings' changes any of them.",
             inputs=[
-                io.Model.Input("model", tooltip="FLUX.1-dev from 'Load Diffusion Model' (fp8_e4m3fn weight dtype saves "
-                                                "VRAM). It is not modified; a trained copy is output."),
-                io.Clip.Input("clip", tooltip="FLUX text encoders (DualCLIPLoader, type 'flux'). Captions are encoded "
+                io.Model.Input("model", tooltip="FLUX.1-dev (or FLUX.2 klein, Chroma, ...) from 'Load Diffusion Model' "
+                                                "(fp8_e4m3fn weight dtype saves VRAM). It is not modified; a trained copy is output."),
+                io.Clip.Input("clip", tooltip="The model's text encoders: FLUX.1 DualCLIPLoader (type 'flux'); FLUX.2 "
+                                              "CLIPLoader (type 'flux2'); Chroma CLIPLoader (type 'chroma'). Captions are encoded "
                                               "once, then the encoders are moved out of VRAM."),
-                io.Vae.Input("vae", tooltip="FLUX VAE (ae.safetensors). Images are encoded once, then the VAE leaves VRAM."),
+                io.Vae.Input("vae", tooltip="The model's VAE (ae.safetensors; flux2-vae for FLUX.2). Images are encoded once, then the VAE leaves VRAM."),
                 FLUX_DATASET.Input("dataset", tooltip="Training data: Dataset Loader (-> Auto Caption -> Trigger Word), "
                                                       "or 'Flux LoRA Dataset from Images' for an IMAGE batch."),
                 io.Combo.Input("preset", options=list(PRESETS), default=DEFAULT_PRESET,

@@ -1,4 +1,4 @@
-"""Gradient-correct, checkpointable forward of ComfyUI's FLUX.1 blocks, for training only.
+"""Gradient-correct, checkpointable forward of ComfyUI's Flux blocks (FLUX.1, FLUX.2, Chroma), for training only.
 
 ComfyUI's ``DoubleStreamBlock``/``SingleStreamBlock`` update the residual stream in place
 (``img +=``, ``txt +=``, ``x +=``) after a LayerNorm has saved that same tensor for backward. Without
@@ -48,10 +48,15 @@ def _split_heads(attn_module, x, num_heads):
 
 
 def double_block_forward(block, img, txt, vec, pe, attn_mask=None, transformer_options=None):
-    """Out-of-place ``comfy.ldm.flux.layers.DoubleStreamBlock.forward`` (FLUX.1 configuration)."""
+    """Out-of-place ``comfy.ldm.flux.layers.DoubleStreamBlock.forward``. ``vec`` is the conditioning vector (FLUX.1:
+    the block modulates it itself) or, for blocks built with ``modulation=False`` (FLUX.2, Chroma), the block's
+    ((img_mod1, img_mod2), (txt_mod1, txt_mod2)) computed outside it."""
     transformer_options = transformer_options or {}
-    img_mod1, img_mod2 = block.img_mod(vec)
-    txt_mod1, txt_mod2 = block.txt_mod(vec)
+    if block.modulation:
+        img_mod1, img_mod2 = block.img_mod(vec)
+        txt_mod1, txt_mod2 = block.txt_mod(vec)
+    else:
+        (img_mod1, img_mod2), (txt_mod1, txt_mod2) = vec
     img_q, img_k, img_v = _split_heads(block.img_attn, apply_mod(block.img_norm1(img), 1 + img_mod1.scale, img_mod1.shift), block.num_heads)
     txt_q, txt_k, txt_v = _split_heads(block.txt_attn, apply_mod(block.txt_norm1(txt), 1 + txt_mod1.scale, txt_mod1.shift), block.num_heads)
     attn = _attention(torch.cat((txt_q, img_q), dim=2), torch.cat((txt_k, img_k), dim=2),
@@ -68,9 +73,11 @@ def double_block_forward(block, img, txt, vec, pe, attn_mask=None, transformer_o
 
 
 def single_block_forward(block, x, vec, pe, attn_mask=None, transformer_options=None):
-    """Out-of-place ``comfy.ldm.flux.layers.SingleStreamBlock.forward`` (FLUX.1 configuration)."""
+    """Out-of-place ``comfy.ldm.flux.layers.SingleStreamBlock.forward``; ``vec`` as for the double block (a single
+    modulation for ``modulation=False`` blocks). The MLP half goes through the block's own activation (GELU, or
+    FLUX.2's SwiGLU)."""
     transformer_options = transformer_options or {}
-    mod, _ = block.modulation(vec)
+    mod = block.modulation(vec)[0] if block.modulation is not None else vec
     qkv, mlp = torch.split(block.linear1(apply_mod(block.pre_norm(x), 1 + mod.scale, mod.shift)),
                            [3 * block.hidden_size, block.mlp_hidden_dim_first], dim=-1)
     q, k, v = qkv.view(qkv.shape[0], qkv.shape[1], 3, block.num_heads, -1).permute(2, 0, 3, 1, 4)
@@ -160,8 +167,8 @@ def install_training_blocks(patcher, checkpointing: bool):
             "train without them and the LoRA would not match that node's model: connect the plain Flux MODEL (remove the "
             "node that adds them between the model loader and Flux LoRA Train).")
     for block in list(dm.double_blocks) + list(dm.single_blocks):
-        if getattr(block, "flipped_img_txt", False) or not getattr(block, "modulation", True):
-            raise ValueError("Unsupported Flux block layout (flipped or externally modulated blocks).")
+        if getattr(block, "flipped_img_txt", False) or getattr(block, "yak_mlp", False):
+            raise ValueError("Unsupported Flux block layout (flipped img/txt streams or Ovis-style MLPs).")
     pending = {"double": True, "single": True}  # the first call of each block type is checked against ComfyUI's
     for i, block in enumerate(dm.double_blocks):
         patcher.set_model_patch_replace(_BlockPatch(block, "double", checkpointing, pending), "dit", "double_block", i)

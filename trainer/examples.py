@@ -6,13 +6,15 @@ import torch
 
 from .cache import NoCache, key, weights_fingerprint
 from .dataset import T5_MAX_TOKENS
+from .flux_model import latent_channels, latent_downscale
+from .predict import model_context
 
 
 @dataclass
 class Example:
-    latent: torch.Tensor   # (16, h, w), the model's latent space (after process_latent_in), float32 CPU
-    context: torch.Tensor  # (tokens, dim) T5 sequence, float32 CPU
-    pooled: torch.Tensor   # (768,) CLIP-L pooled, float32 CPU
+    latent: torch.Tensor   # (C, h, w), the model's latent space (after process_latent_in), float32 CPU
+    context: torch.Tensor  # (tokens, dim) text features (T5, or FLUX.2's LLM layers), float32 CPU
+    pooled: torch.Tensor   # (768,) CLIP-L pooled (FLUX.1), (0,) for the families without one, float32 CPU
     reference: Optional[torch.Tensor] = None  # Kontext: the control image's latent, same shape and space as latent
 
 
@@ -46,11 +48,13 @@ def tokenize(clip, caption: str):
 
 
 def encode_text(clip, caption: str):
+    """(context, pooled) for ``caption``; pooled is empty for text encoders without a pooled output (FLUX.2, Chroma:
+    the CLIP's family is checked against the MODEL's before any encoding)."""
     cond = clip.encode_from_tokens_scheduled(tokenize(clip, caption))
     context, extra = cond[0][0], cond[0][1]
-    if "pooled_output" not in extra:
-        raise ValueError("The CLIP input gave no pooled output; connect a FLUX CLIP (DualCLIPLoader, type 'flux').")
-    context, pooled = context[0].float().cpu(), extra["pooled_output"][0].float().cpu()
+    pooled = extra.get("pooled_output")
+    context = context[0].float().cpu()
+    pooled = torch.zeros(0) if pooled is None else pooled[0].float().cpu()
     if not (torch.isfinite(context).all() and torch.isfinite(pooled).all()):
         raise ValueError(f"The text encoders gave NaN/inf values for the caption '{caption[:60]}': the CLIP input is "
                          "broken (try another text encoder file or weight dtype).")
@@ -74,32 +78,40 @@ class Encoder:
         self.clip_id = _fingerprint(clip, clip.cond_stage_model)
         self.images_encoded = 0
         self.captions_encoded = 0
+        self.channels = latent_channels(model_patcher)      # 16 (FLUX.1, Chroma) or 128 (FLUX.2)
+        self.downscale = latent_downscale(model_patcher)    # 8 or 16 pixels per latent
 
     def text(self, caption: str):
         k = key("text", caption, self.clip_id) if self.clip_id else None
         hit = self.cache.get("text", k, ("context", "pooled")) if k else None
         if hit is not None and hit["context"].ndim == 2 and hit["pooled"].ndim == 1:
-            return hit["context"], hit["pooled"]
+            return self._as_model_reads(hit["context"]), hit["pooled"]
         context, pooled = encode_text(self.clip, caption)
         self.captions_encoded += 1
         if k:
             self.cache.put("text", k, {"context": context, "pooled": pooled})
-        return context, pooled
+        return self._as_model_reads(context), pooled
+
+    def _as_model_reads(self, context):
+        """FLUX.2 reads text left-padded to 512 tokens (ComfyUI's Flux2.extra_conds): padded here, so captions of
+        different lengths batch together."""
+        return model_context(self.model.model, context[None])[0]
 
     def latents(self, sources):
         out, todo = {}, {}
         for s in sources:
             k = key("latent", s.identity, self.vae_id) if self.vae_id else None
             hit = self.cache.get("latent", k, ("latent",)) if k else None
-            expected = (16, s.pixels.shape[0] // 8, s.pixels.shape[1] // 8)
+            expected = (self.channels, s.pixels.shape[0] // self.downscale, s.pixels.shape[1] // self.downscale)
             if hit is not None and tuple(hit["latent"].shape) == expected:
                 out[s.identity] = hit["latent"]
             else:
                 todo.setdefault(tuple(s.pixels.shape), []).append((s, k))
         for group in todo.values():  # one VAE call per image size
             raw = self.vae.encode(torch.stack([s.pixels for s, _ in group]))
-            if raw.shape[1] != 16:
-                raise ValueError(f"The VAE gives {raw.shape[1]}-channel latents; FLUX.1 needs its 16-channel VAE (ae.safetensors).")
+            if raw.shape[1] != self.channels:
+                raise ValueError(f"The VAE gives {raw.shape[1]}-channel latents; this model needs {self.channels}-channel "
+                                 "latents from its own VAE.")
             self.images_encoded += len(group)
             if not torch.isfinite(raw).all():
                 raise ValueError("The VAE gave NaN/inf latents (for images of size "

@@ -72,6 +72,9 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
         raise ValueError("DoRA LoRAs can be saved in the 'kohya' format only.")
     if any(".lokr_" in k for k in weights):
         raise ValueError("LoKr adapters can be saved in the 'kohya' (LyCORIS) format only.")
+    if unet_config.get("image_model") == "flux2":
+        raise ValueError("FLUX.2 LoRAs are saved in the 'kohya' format only (ComfyUI's LoraLoader reads it); this pack "
+                         "has no checked diffusers layout for FLUX.2 yet.")
     by_comfy_key = diffusers_parts(unet_config)
     out = {}
     for module in _modules(weights):
@@ -94,6 +97,11 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
     return out
 
 
+ARCHITECTURES = {"flux1": "flux-1-{variant}/lora", "flux2": "flux-2-{variant}/lora", "chroma": "chroma/lora"}
+IMPLEMENTATIONS = {"flux1": "https://github.com/black-forest-labs/flux", "flux2": "https://github.com/black-forest-labs/flux2",
+                   "chroma": "https://huggingface.co/lodestones/Chroma"}
+
+
 def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
     """kohya's ``ss_*`` and the ``modelspec.*`` keys from a :class:`~.result.RunInfo`; only what the run used. Nothing
     about where or when it ran: a resumed run's file equals the uninterrupted run's, byte for byte."""
@@ -108,7 +116,7 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         "ss_network_alpha": str(s.effective_alpha * doubled),
         "ss_network_dropout": str(s.lora_dropout),
         "ss_network_args": json.dumps(args),
-        "ss_base_model_version": "flux1",
+        "ss_base_model_version": info.model.family,
         "ss_steps": str(info.steps_done),
         "ss_max_train_steps": str(s.steps),
         "ss_learning_rate": str(s.learning_rate),
@@ -132,8 +140,8 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         "ss_save_precision": precision,
         "ss_training_comment": "trained with ComfyUI-FluxLoRA",
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": f"flux-1-{info.model.variant}/lora",
-        "modelspec.implementation": "https://github.com/black-forest-labs/flux",
+        "modelspec.architecture": ARCHITECTURES[info.model.family].format(variant=info.model.variant),
+        "modelspec.implementation": IMPLEMENTATIONS[info.model.family],
         "modelspec.resolution": f"{w}x{h}",
         "fluxlora_format": fmt,
         "fluxlora_settings": json.dumps(s.as_dict(), sort_keys=True),

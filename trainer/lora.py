@@ -21,7 +21,7 @@ from peft.tuners.lora import LoraLayer
 import comfy.patcher_extension
 
 from . import adapter_keys
-from .targets import target_module_names
+from .targets import model_target_names
 
 ADAPTER = "default"
 INIT_ADAPTER = "init"   # frozen: minus the initial values of PiSSA / OLoRA / LoRA-GA
@@ -84,8 +84,7 @@ def trainable_count(diffusion_model, settings: LoraSettings) -> int:
     """Trainable parameters the adapters will have (exact for LoRA/DoRA, an upper bound for LoKr), without building
     them: for memory planning before any encoding."""
     total = 0
-    for name in target_module_names(settings.targets, settings.blocks, len(diffusion_model.double_blocks),
-                                    len(diffusion_model.single_blocks)):
+    for name in model_target_names(settings.targets, settings.blocks, diffusion_model):
         layer = diffusion_model.get_submodule(name)
         total += settings.rank * (layer.in_features + layer.out_features) + (layer.out_features if settings.use_dora else 0)
     return total
@@ -98,8 +97,7 @@ class FluxLoRA:
         self.model = diffusion_model
         self.settings = settings
         self.device = device
-        self.names = target_module_names(settings.targets, settings.blocks,
-                                         len(diffusion_model.double_blocks), len(diffusion_model.single_blocks))
+        self.names = model_target_names(settings.targets, settings.blocks, diffusion_model)
         if settings.use_dora or settings.moves_base_weight:
             what = "DoRA" if settings.use_dora else f"init '{settings.init}'"
             bad = {str(diffusion_model.get_submodule(n).weight.dtype) for n in self.names

@@ -12,6 +12,7 @@ from it are estimates until bench/fullsize.py measures them on a GPU.
 from dataclasses import dataclass
 
 import torch
+from .base_weights import kept_dense
 
 GIB = 1024 ** 3
 VRAM_TIERS = ("auto", "24 GB", "16 GB", "12 GB", "8 GB")
@@ -72,9 +73,11 @@ def model_facts(model) -> ModelFacts:
 def diffusion_model_facts(dm) -> ModelFacts:
     """Facts of ComfyUI's FLUX.1 diffusion model (also one built on the meta device, for planning full size)."""
     linear, other, largest = 0, 0, 0
-    for module in dm.modules():
+    for name, module in dm.named_modules():
         own = list(module.parameters(recurse=False))
-        if isinstance(module, torch.nn.Linear):
+        if isinstance(module, torch.nn.Linear) and kept_dense(f"diffusion_model.{name}"):
+            other += module.weight.numel() * 2 + sum(p.numel() * p.element_size() for p in own if p is not module.weight)
+        elif isinstance(module, torch.nn.Linear):
             linear += module.weight.numel()
             largest = max(largest, module.weight.numel())
             other += sum(p.numel() * p.element_size() for p in own if p is not module.weight)

@@ -1,26 +1,50 @@
-"""One FLUX.1 velocity prediction, as ComfyUI's ``BaseModel._apply_model`` calls the diffusion model.
+"""One velocity prediction of a Flux-family model, as ComfyUI's ``BaseModel._apply_model`` calls the diffusion model.
 
-Calling the diffusion model directly (instead of ``apply_model``, which returns x_t - sigma * v) gives
-the velocity without dividing by sigma. Inputs are cast exactly as ``_apply_model`` casts them.
-"""
+Calling the diffusion model directly (instead of ``apply_model``, which returns x_t - sigma * v) gives the velocity
+without dividing by sigma. Inputs are cast exactly as ``_apply_model`` casts them, and each family gets the inputs its
+ComfyUI model class gives it at inference (``extra_conds``): FLUX.1 the CLIP-L pooled vector and distilled guidance,
+FLUX.2 its text features left-padded to 512 tokens and guidance only on dev, Chroma a guidance input of 0."""
 import torch
+
+import comfy.model_base
+
+FLUX2_MIN_TEXT_TOKENS = 512   # comfy.model_base.Flux2.extra_conds pads shorter text features (left) to this length
+
+
+def model_context(base, context: torch.Tensor) -> torch.Tensor:
+    """The text features as ``base``'s ``extra_conds`` hands them to the diffusion model."""
+    flux2 = getattr(comfy.model_base, "Flux2", None)
+    if flux2 is not None and isinstance(base, flux2) and context.shape[1] < FLUX2_MIN_TEXT_TOKENS:
+        context = torch.nn.functional.pad(context, (0, 0, FLUX2_MIN_TEXT_TOKENS - context.shape[1], 0))
+    return context
+
+
+def is_chroma(base) -> bool:
+    chroma = getattr(comfy.model_base, "Chroma", None)
+    return chroma is not None and isinstance(base, chroma)
 
 
 def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, reference=None):
-    """The velocity FLUX.1 predicts for ``xt``; ``reference`` (B, 16, h, w), a Kontext control image's latent in the
-    model's latent space, enters as ComfyUI's ``ref_latents`` (what a ReferenceLatent node adds to the conditioning):
-    its tokens follow the image's with Kontext's position offsets, and the output covers the image's tokens only."""
+    """The velocity the model predicts for ``xt``. ``pooled`` is FLUX.1's CLIP-L vector (ignored by the families
+    without one); ``guidance`` feeds FLUX's distilled-guidance embedding where the model has one. ``reference``
+    (B, 16, h, w), a Kontext control image's latent in the model's latent space, enters as ComfyUI's ``ref_latents``
+    (what a ReferenceLatent node adds to the conditioning): its tokens follow the image's with Kontext's position
+    offsets, and the output covers the image's tokens only."""
     base = patcher.model
+    dm = base.diffusion_model
     dtype = base.manual_cast_dtype if base.manual_cast_dtype is not None else base.get_dtype()
     device = xt.device
     model_sampling = patcher.get_model_object("model_sampling")
     options = dict(patcher.model_options.get("transformer_options", {}))
-    g = None
-    if base.diffusion_model.params.guidance_embed:
-        g = torch.full((xt.shape[0],), float(guidance), device=device, dtype=dtype)
-    out = base.diffusion_model(
-        xt.to(dtype), model_sampling.timestep(sigmas.to(device)).float(),
-        context=context.to(device=device, dtype=dtype), y=pooled.to(device=device, dtype=dtype),
-        guidance=g, transformer_options=options,
-        **({} if reference is None else {"ref_latents": [reference.to(device=device, dtype=dtype)]}))
+    kwargs = {}
+    if getattr(dm, "vector_in", None) is not None:
+        kwargs["y"] = pooled.to(device=device, dtype=dtype)
+    if is_chroma(base):   # Chroma's approximator reads a guidance value; ComfyUI gives it 0 unless a node sets one
+        kwargs["guidance"] = torch.zeros((xt.shape[0],), device=device, dtype=dtype)
+    elif getattr(dm.params, "guidance_embed", False):
+        kwargs["guidance"] = torch.full((xt.shape[0],), float(guidance), device=device, dtype=dtype)
+    if reference is not None:
+        kwargs["ref_latents"] = [reference.to(device=device, dtype=dtype)]
+    out = dm(xt.to(dtype), model_sampling.timestep(sigmas.to(device)).float(),
+             context=model_context(base, context).to(device=device, dtype=dtype), transformer_options=options, **kwargs)
     return out.float()

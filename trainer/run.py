@@ -118,9 +118,14 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     continues a saved run instead. ``regularization`` (a FluxDataset of class images) is trained on alongside, for
     preservation 'regularization images'. Everything that can be checked is checked before the first image is encoded."""
     hooks = hooks or RunHooks()
-    check_schnell(flux_info(model), settings)
+    info = flux_info(model)
+    check_schnell(info, settings)
     check_clip(clip, model)
     check_vae(vae, model)
+    if info.family != "flux1" and (is_paired(dataset) or (sample_settings is not None
+                                                          and sample_settings.reference_image is not None)):
+        raise ValueError(f"Control images (Kontext edit training and samples) are for FLUX.1 Kontext; this MODEL is "
+                         f"{info.title}. Remove the control folder / reference image, or load FLUX.1 Kontext dev.")
     if not dataset.images:
         raise ValueError("The dataset has no images.")
     if (regularization is not None) != (settings.preservation == "regularization images"):

@@ -11,6 +11,7 @@ import node_helpers
 from comfy_extras.nodes_model_advanced import ModelSamplingFlux
 from nodes import common_ksampler  # ComfyUI's own nodes.py (not this pack's nodes/ package)
 
+from .flux_model import flux_info, has_guidance_input, latent_channels, latent_downscale
 from .images import to_pil, to_tensor
 
 
@@ -49,9 +50,7 @@ class PromptSet:
         self.settings = settings
         self.prompts = settings.resolved_prompts(fallback_trigger)
         self.reference = reference
-        values = {"guidance": settings.guidance}
-        self.positive = [node_helpers.conditioning_set_values(clip.encode_from_tokens_scheduled(clip.tokenize(p)), values)
-                         for p in self.prompts]
+        self.positive = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in self.prompts]
         if reference is not None:
             with torch.inference_mode():
                 latent = vae.encode(reference[None, :, :, :3])
@@ -65,21 +64,30 @@ class PromptSet:
 
 
 def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> torch.Tensor:
-    """Euler, FLUX's resolution-dependent shift, distilled guidance, fixed seed: one image per prompt (or, with
-    ``seeds``, one per seed of the first prompt). ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch,
-    exactly like LoraLoader."""
+    """Euler, fixed seed: one image per prompt (or, with ``seeds``, one per seed of the first prompt), sampled the way
+    each family's stock workflow samples it: FLUX.1-dev with its resolution-dependent shift and distilled guidance,
+    FLUX.2-dev with distilled guidance, FLUX.2 klein and Chroma (not guidance-distilled) with CFG at ``guidance``
+    against the empty prompt. ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch, exactly like
+    LoraLoader."""
     s = prompt_set.settings
-    jobs = [(p, s.seed) for p in prompt_set.positive] if seeds is None else [(prompt_set.positive[0], x) for x in seeds]
+    info = flux_info(model)
+    distilled = has_guidance_input(info)
+    positives = [node_helpers.conditioning_set_values(p, {"guidance": s.guidance}) if distilled else p
+                 for p in prompt_set.positive]
+    jobs = [(p, s.seed) for p in positives] if seeds is None else [(positives[0], x) for x in seeds]
+    cfg = 1.0 if distilled or info.variant == "schnell" else s.guidance
     with torch.random.fork_rng(devices=[]), torch.inference_mode():  # never disturb the training RNG stream
         if lora_weights is not None:
             model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), 1.0, 0)
-        if isinstance(model.get_model_object("model_sampling"), comfy.model_sampling.ModelSamplingFlux):
+        if info.family == "flux1" and isinstance(model.get_model_object("model_sampling"),
+                                                 comfy.model_sampling.ModelSamplingFlux):
             model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]   # FLUX.1-dev's shift
-        # FLUX.1-schnell keeps its own sampling (FLOW, shift 1.0), as its checkpoint loads it
-        latent = {"samples": torch.zeros(1, 16, s.height // 8, s.width // 8)}
+        # FLUX.1-schnell (FLOW, shift 1.0), FLUX.2 and Chroma keep the sampling their model files load with
+        down = latent_downscale(model)
+        latent = {"samples": torch.zeros(1, latent_channels(model), s.height // down, s.width // down)}
         images = []
         for positive, seed in jobs:
-            out = common_ksampler(model, seed, s.steps, 1.0, "euler", "simple", positive, prompt_set.negative, latent,
+            out = common_ksampler(model, seed, s.steps, cfg, "euler", "simple", positive, prompt_set.negative, latent,
                                   denoise=1.0)[0]
             images.append(vae.decode(out["samples"])[:1].float().cpu())
         return torch.cat(images)

@@ -61,8 +61,9 @@ class TrainSettings:
     caption_dropout: float = setting(0.05, "Share of samples trained with an empty caption: keeps the LoRA working "
                                            "without its trigger. 0.05-0.1 is common; 0 disables.",
                                      min=0.0, max=0.9, step=0.01)
-    train_guidance: float = setting(1.0, "FLUX.1-dev's guidance embedding while training. 1.0 is what ai-toolkit, "
-                                         "kohya and SimpleTuner train dev LoRAs with (samples still use 3.5).",
+    train_guidance: float = setting(1.0, "The distilled-guidance input of FLUX.1-dev / FLUX.2-dev while training. "
+                                         "1.0 is what ai-toolkit, kohya and SimpleTuner train dev LoRAs with (samples "
+                                         "still use 3.5). Models without one (schnell, klein, Chroma) need 1.0.",
                                     min=0.0, max=10.0, step=0.1)
     gradient_checkpointing: bool = setting(True, "Recompute block activations in the backward pass: far less VRAM, "
                                                  "one extra forward pass per step (~30% more compute). Results are the same either way.",

@@ -1,4 +1,8 @@
-"""Which Linear layers of ComfyUI's FLUX.1 blocks get an adapter: target presets and block selections."""
+"""Which Linear layers of ComfyUI's Flux blocks get an adapter: target presets and block selections.
+
+FLUX.2 and Chroma blocks have no modulation layers of their own (FLUX.2 shares three modulation layers across all
+blocks, Chroma computes every block's modulation in its approximator); those shared layers lie outside any block
+selection and are not trained, so 'all linear' there means every Linear inside the blocks."""
 import re
 
 DOUBLE_ALL = ("img_mod.lin", "img_attn.qkv", "img_attn.proj", "img_mlp.0", "img_mlp.2",
@@ -33,13 +37,27 @@ def parse_block_selection(spec: str, depth: int, depth_single: int):
     return sorted(chosen["double"]), sorted(chosen["single"])
 
 
-def target_module_names(preset: str, blocks: str, depth: int, depth_single: int):
+MODULATION_LAYERS = ("img_mod.lin", "txt_mod.lin", "modulation.lin")
+
+
+def target_module_names(preset: str, blocks: str, depth: int, depth_single: int, block_modulation: bool = True):
+    """Module names (``double_blocks.3.img_attn.qkv`` ...) of the chosen layers; ``block_modulation`` False for
+    blocks without their own modulation layers (FLUX.2, Chroma)."""
     if preset not in TARGET_PRESETS:
         raise ValueError(f"Unknown LoRA target preset '{preset}'; choose one of {list(TARGET_PRESETS)}.")
     double_layers, single_layers = TARGET_PRESETS[preset]
+    if not block_modulation:
+        double_layers = [n for n in double_layers if n not in MODULATION_LAYERS]
+        single_layers = [n for n in single_layers if n not in MODULATION_LAYERS]
     doubles, singles = parse_block_selection(blocks, depth, depth_single)
     names = [f"double_blocks.{i}.{n}" for i in doubles for n in double_layers]
     names += [f"single_blocks.{i}.{n}" for i in singles for n in single_layers]
     if not names:
         raise ValueError("The block selection picks no layers to train.")
     return names
+
+
+def model_target_names(preset: str, blocks: str, diffusion_model):
+    """:func:`target_module_names` for a ComfyUI Flux-family diffusion model."""
+    return target_module_names(preset, blocks, len(diffusion_model.double_blocks), len(diffusion_model.single_blocks),
+                               block_modulation=bool(diffusion_model.double_blocks[0].modulation))

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
@@ -52,3 +54,11 @@ def test_vram_tiers_bench_prints_every_tier_as_an_estimate():
     assert {(t, "GB", px) for t in ("24", "16", "12", "8") for px in ("512", "768", "1024")} <= set(rows), out
     for (tier, _, _), cells in rows.items():
         assert float(cells[-1]) <= float(tier), cells   # the estimated peak fits the tier it names
+
+
+@pytest.mark.parametrize("model", ["klein-4b", "chroma"])
+def test_vram_tiers_bench_plans_other_model_families(model):
+    out = _run("vram_tiers.py", "--model", model)
+    assert any(line.startswith(model) and "ESTIMATED" in line for line in out.splitlines()), out
+    rows = [line.split() for line in out.splitlines() if line.split()[:2] in (["16", "GB"], ["12", "GB"])]
+    assert len(rows) == 6 and all(float(cells[-1]) <= float(cells[0]) for cells in rows), out

@@ -32,13 +32,13 @@ def test_flux_clip_of_another_width_is_refused(comfy, core, no_encoding):
     options = tiny_models.tiny_te_options()
     options["t5xxl_model_config"] = {**options["t5xxl_model_config"], "d_model": 48}
     wide = FluxClipModel(dtype=torch.float32, device="cpu", model_options=options)
-    with pytest.raises(ValueError, match="T5 gives 48-wide text features but this FLUX model reads 32"):
+    with pytest.raises(ValueError, match="T5 gives 48-wide text features but this FLUX.1 model reads 32"):
         _train(comfy, core, clip=types.SimpleNamespace(cond_stage_model=wide, patcher=None))
 
 
 def test_vae_with_other_latents_is_refused_also_by_the_test_sampler(comfy, core, pack_nodes, no_encoding):
     sd_vae = types.SimpleNamespace(latent_channels=4, patcher=None)
-    with pytest.raises(ValueError, match="VAE makes 4-channel latents; FLUX.1 needs its own 16-channel VAE"):
+    with pytest.raises(ValueError, match="VAE makes 4-channel latents; this FLUX.1 model needs 16-channel latents"):
         _train(comfy, core, vae=sd_vae)
     model, clip, _ = training_data.load_models(comfy)
     with pytest.raises(ValueError, match="VAE makes 4-channel latents"):
@@ -53,7 +53,7 @@ def test_schnell_without_its_training_adapter_is_refused(comfy, core, no_encodin
     with pytest.raises(ValueError, match="FLUX.1-schnell.*distillation.*FLUX.1-schnell-training-adapter.*assistant_lora"):
         _train(comfy, core, model=schnell)
     m, c, v = training_data.load_models(comfy)
-    with pytest.raises(ValueError, match="train_guidance is 3.5, but FLUX.1-schnell has no guidance input"), \
+    with pytest.raises(ValueError, match="train_guidance is 3.5, but FLUX.1 schnell has no distilled-guidance input"), \
             torch.inference_mode():
         core.run.train_run(schnell, c, v, training_data.dataset(comfy), core.settings.TrainSettings(
             steps=1, train_guidance=3.5, assistant_lora="anything.safetensors"))

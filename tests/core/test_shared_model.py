@@ -46,7 +46,7 @@ def test_non_flux_model_is_refused(core):
     sdxl = comfy.model_base.SDXL.__new__(comfy.model_base.SDXL)
     torch.nn.Module.__init__(sdxl)
     patcher = comfy.model_patcher.ModelPatcher(sdxl, load_device="cpu", offload_device="cpu")
-    with pytest.raises(flux_model.NotAFluxModel, match="FLUX.1 LoRAs only.*SDXL"):
+    with pytest.raises(flux_model.NotAFluxModel, match="Chroma LoRAs only.*SDXL"):
         flux_model.flux_info(patcher)
 
 

@@ -167,5 +167,5 @@ def test_wrong_model_is_refused_before_any_encoding(comfy, core, monkeypatch):
     _, clip, vae = training_data.load_models(comfy)
     sdxl_like = nodes.VAELoader  # anything that is not a FLUX MODEL
     monkeypatch.setattr(core.examples.Encoder, "examples", lambda *a, **k: pytest.fail("encoded before the check"))
-    with pytest.raises(core.flux_model.NotAFluxModel, match="FLUX.1 LoRAs only"):
+    with pytest.raises(core.flux_model.NotAFluxModel, match="FLUX.1, FLUX.2 and Chroma LoRAs only"):
         core.run.train_run(sdxl_like, clip, vae, training_data.dataset(comfy), core.settings.TrainSettings())

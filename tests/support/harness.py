@@ -36,6 +36,9 @@ def setup(root: Path):
     models = root / "models"
     names = tiny_models.write_model_files(models)
     tiny_models.install_loader_shims()
+    import tiny_families
+    names["families"] = tiny_families.write_family_model_files(models)
+    tiny_families.install_family_shims()
     for kind in ("diffusion_models", "vae", "text_encoders", "loras"):
         (models / kind).mkdir(parents=True, exist_ok=True)
         folder_paths.add_model_folder_path(kind, str(models / kind), is_default=True)

@@ -21,6 +21,41 @@ def load_models(comfy):
     return _CACHE["models"]
 
 
+FAMILIES = ("chroma", "klein", "flux2_dev")
+
+
+def family_available(comfy, family: str) -> bool:
+    return family in comfy["names"]["families"]
+
+
+def load_family(comfy, family: str):
+    """(MODEL, CLIP, VAE) of a tiny Chroma / FLUX.2 [klein] / FLUX.2 [dev], through the stock loader nodes."""
+    import nodes
+    key = f"family:{family}"
+    if key not in _CACHE:
+        n = comfy["names"]["families"]
+        model = nodes.UNETLoader().load_unet(n[family], "default")[0]
+        if family == "chroma":
+            clip = nodes.CLIPLoader().load_clip(n["t5"], "chroma")[0]
+            vae = nodes.VAELoader().load_vae(n["vae"])[0]
+        else:
+            clip = nodes.CLIPLoader().load_clip(n["qwen3" if family == "klein" else "mistral3"], "flux2")[0]
+            vae = nodes.VAELoader().load_vae(n["flux2_vae"])[0]
+        _CACHE[key] = (model, clip, vae)
+    return _CACHE[key]
+
+
+def family_examples(comfy, family: str):
+    """(MODEL, examples of the synthetic dataset encoded with that family's CLIP and VAE)."""
+    ex = _trainer("examples")
+    model, clip, vae = load_family(comfy, family)
+    key = f"examples:{family}"
+    if key not in _CACHE:
+        with torch.inference_mode():
+            _CACHE[key] = ex.Encoder(model, clip, vae).examples(ex.sources_from_dataset(dataset(comfy)))
+    return model, _CACHE[key]
+
+
 def image_batch(comfy):
     files = images.write_images(comfy["root"] / "input")
     return torch.stack([torch.from_numpy(np.asarray(Image.open(comfy["root"] / "input" / f)).astype(np.float32) / 255)

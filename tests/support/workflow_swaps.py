@@ -10,6 +10,7 @@ TINY_VALUES = {
     "FluxLoRA_Train": {"steps": 4, "learning_rate": 0.005},
     "ModelSamplingFlux": {"width": 256, "height": 256},
     "EmptySD3LatentImage": {"width": 256, "height": 256},
+    "EmptyFlux2LatentImage": {"width": 256, "height": 256},
     "KSampler": {"steps": 2},
 }
 

@@ -47,6 +47,23 @@ NOTES = {
          "Checkpoint samples edit a held-out (else the first) control image: control | result per row.\n"
          "Below: the trained LoRA edits your own image (Load Image -> ReferenceLatent), ~1 megapixel works best."),
     ],
+    "flux_lora_klein": [
+        ("Train a FLUX.2 [klein] LoRA",
+         "Models: flux-2-klein-base-4b (or 9b) in models/diffusion_models, its Qwen3 text encoder\n"
+         "(qwen_3_4b / qwen_3_8b, Load CLIP type flux2) in models/text_encoders, flux2-vae in models/vae.\n"
+         "Train on klein *base*: the distilled klein is for inference (musubi-tuner's advice).\n"
+         "Put 10-30 captioned photos in input/lora_dataset; Trigger Word adds your trigger.\n"
+         "klein has no guidance input: samples use real CFG (Test Sampler's guidance = CFG scale, ~4).\n"
+         "The LoRA is saved in kohya format; stock LoraLoader loads it (below)."),
+    ],
+    "flux_lora_chroma": [
+        ("Train a Chroma LoRA",
+         "Models: Chroma in models/diffusion_models, t5xxl in models/text_encoders (Load CLIP type chroma),\n"
+         "ae.safetensors (FLUX.1's VAE) in models/vae.\n"
+         "Put 10-30 captioned photos in input/lora_dataset; Trigger Word adds your trigger.\n"
+         "Chroma trains with guidance 0 and unpadded T5 text, as ComfyUI samples it; samples use real CFG\n"
+         "(Test Sampler's guidance = CFG scale, ~4) against an empty negative prompt."),
+    ],
     "flux_lora_trainer_captioned_folder": [
         ("Train on an already-captioned folder",
          "For a folder where every image already has a caption file (photo1.png + photo1.txt).\n"
