@@ -64,6 +64,27 @@ def diffusers_parts(unet_config: dict) -> dict:
     return parts
 
 
+# diffusers' Flux2Transformer2DModel names the FLUX.2 layers one to one, except the double blocks' fused qkv
+FLUX2_DOUBLE_BLOCK = {"img_attn.proj": "attn.to_out.0", "txt_attn.proj": "attn.to_add_out", "img_mlp.0": "ff.linear_in",
+                      "img_mlp.2": "ff.linear_out", "txt_mlp.0": "ff_context.linear_in", "txt_mlp.2": "ff_context.linear_out"}
+FLUX2_SINGLE_BLOCK = {"linear1": "attn.to_qkv_mlp_proj", "linear2": "attn.to_out"}
+
+
+def flux2_diffusers_parts(unet_config: dict) -> dict:
+    """:func:`diffusers_parts` for FLUX.2 (diffusers' Flux2Transformer2DModel; ComfyUI's LoRA loader reads these
+    names where its diffusers map knows FLUX.2)."""
+    h, parts = unet_config["hidden_size"], {}
+    for i in range(unet_config["depth"]):
+        d, t = f"{PREFIX}double_blocks.{i}", f"transformer_blocks.{i}"
+        parts[f"{d}.img_attn.qkv.weight"] = [(f"{t}.attn.to_{p}", (0, j * h, h)) for j, p in enumerate("qkv")]
+        parts[f"{d}.txt_attn.qkv.weight"] = [(f"{t}.attn.add_{p}_proj", (0, j * h, h)) for j, p in enumerate("qkv")]
+        parts.update({f"{d}.{c}.weight": [(f"{t}.{n}", None)] for c, n in FLUX2_DOUBLE_BLOCK.items()})
+    for i in range(unet_config["depth_single_blocks"]):
+        s, t = f"{PREFIX}single_blocks.{i}", f"single_transformer_blocks.{i}"
+        parts.update({f"{s}.{c}.weight": [(f"{t}.{n}", None)] for c, n in FLUX2_SINGLE_BLOCK.items()})
+    return parts
+
+
 def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
     """PEFT keys (``transformer.transformer_blocks.0.attn.to_q.lora_A.weight`` ...), using ComfyUI's own
     diffusers<->Flux map. Fused layers are split: each part gets a copy of ``lora_A`` and its rows of
@@ -72,10 +93,8 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
         raise ValueError("DoRA LoRAs can be saved in the 'kohya' format only.")
     if any(".lokr_" in k for k in weights):
         raise ValueError("LoKr adapters can be saved in the 'kohya' (LyCORIS) format only.")
-    if unet_config.get("image_model") == "flux2":
-        raise ValueError("FLUX.2 LoRAs are saved in the 'kohya' format only (ComfyUI's LoraLoader reads it); this pack "
-                         "has no checked diffusers layout for FLUX.2 yet.")
-    by_comfy_key = diffusers_parts(unet_config)
+    by_comfy_key = flux2_diffusers_parts(unet_config) if unet_config.get("image_model") == "flux2" \
+        else diffusers_parts(unet_config)
     out = {}
     for module in _modules(weights):
         up = weights[f"{PREFIX}{module}.lora_up.weight"]

@@ -109,8 +109,12 @@ def test_family_trains_leaves_the_model_unchanged_and_saves_a_loadable_lora(comf
     assert len(out.lora.losses) == 4 and all(torch.isfinite(torch.tensor(out.lora.losses)))
     assert out.checkpoints == [2, 4] and out.sample_grid is not None and out.sample_grid.std() > 0
     assert out.images_encoded == len(training_data.dataset(comfy).images)
-    formats = ("kohya", "diffusers") if family == "chroma" else ("kohya",)
-    for fmt in formats:
+    import comfy.utils as comfy_utils   # (a module alias: 'comfy' is the fixture here)
+    unet_config = out.lora.info.model.unet_config
+    # ComfyUI reads diffusers-named FLUX.2 LoRAs where its diffusers map knows FLUX.2's names (v0.33, not v0.8.0)
+    comfy_reads_diffusers = family == "chroma" or "single_transformer_blocks.0.attn.to_qkv_mlp_proj.weight" in \
+        comfy_utils.flux_to_diffusers(unet_config, output_prefix="diffusion_model.")
+    for fmt in ("kohya", "diffusers"):
         name = f"families/{family}_{fmt}.safetensors"
         path = comfy["loras"] / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,14 +122,40 @@ def test_family_trains_leaves_the_model_unchanged_and_saves_a_loadable_lora(comf
         with safe_open(str(path), "pt") as f:
             meta = f.metadata()
         assert meta["modelspec.architecture"] == EXPECTED[family][2] and meta["ss_base_model_version"] == EXPECTED[family][0]
+        if fmt == "diffusers":
+            _check_in_diffusers(path, out.lora, family, unet_config, tmp_path)
+            if not comfy_reads_diffusers:
+                continue
         with caplog.at_level(logging.WARNING):
             patched = nodes.LoraLoaderModelOnly().load_lora_model_only(model, name, 1.0)[0]
         assert not [r.getMessage() for r in caplog.records if "lora key not loaded" in r.getMessage()]
         assert len(patched.patches) == 20
         caplog.clear()
-    if family != "chroma":
-        with pytest.raises(ValueError, match="FLUX.2 LoRAs are saved in the 'kohya' format only"):
-            core.export.lora_file_bytes(out.lora, "diffusers", "bf16")
+
+
+def _check_in_diffusers(path, lora, family, unet_config, tmp_path):
+    """diffusers' own pipeline for the family loads the file and fuses exactly the trained deltas (a separate process
+    without the torchvision test stub: diffusers must see the real environment)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    from safetensors.torch import save_file
+    deltas = {}
+    for key, up in lora.items():
+        if key.endswith(".lora_up.weight"):
+            module = key[:-len(".lora_up.weight")]
+            down = lora[f"{module}.lora_down.weight"]
+            deltas[f"{module}.weight"] = (float(lora[f"{module}.alpha"]) / down.shape[0] * (up @ down)).contiguous()
+    save_file(deltas, str(tmp_path / "expected.safetensors"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_HUB_OFFLINE"] = "1"
+    script = Path(__file__).resolve().parents[1] / "support" / "diffusers_check_families.py"
+    proc = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "expected.safetensors"), family,
+                           json.dumps(unet_config)], capture_output=True, text=True, env=env, timeout=300)
+    modules = 34 if family == "chroma" else 28   # diffusers modules: Chroma splits qkv and linear1, FLUX.2 only qkv
+    assert proc.returncode == 0 and f"DIFFUSERS-OK {modules}" in proc.stdout, proc.stdout + proc.stderr[-3000:]
 
 
 def test_control_images_are_refused_for_other_families(comfy, core):
@@ -194,10 +224,11 @@ def test_full_size_lora_keys_are_all_mapped_by_comfyui(comfy, core, title):
     modules = {k.rsplit(".lora_", 1)[0] for k in kohya if ".lora_" in k}
     unmapped = sorted(m for m in modules if m not in key_map)
     assert not unmapped and len(modules) == len(names)
-    if title == "Chroma":   # diffusers' Chroma transformer uses FLUX.1's names: every layer has its parts
-        unet_config = {k: v for k, v in base.model_config.unet_config.items()}
-        diffusers = core.export.diffusers_state_dict(weights, unet_config)
-        assert {k.rsplit(".lora_", 1)[0] for k in diffusers} <= set(key_map)
+    diffusers = core.export.diffusers_state_dict(weights, dict(base.model_config.unet_config))
+    diffusers_modules = {k.rsplit(".lora_", 1)[0] for k in diffusers}
+    assert len(diffusers_modules) == (len(names) + 4 * blocks[0] + (3 * blocks[1] if title == "Chroma" else 0))
+    if title == "Chroma" or "transformer.single_transformer_blocks.0.attn.to_qkv_mlp_proj" in key_map:
+        assert diffusers_modules <= set(key_map)   # ComfyUI reads them too (FLUX.2's names: v0.33, not v0.8.0)
 
 
 @pytest.mark.parametrize("family", ["chroma", "flux2_dev"])
