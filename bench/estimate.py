@@ -115,7 +115,8 @@ def estimate(trainer, config, fmt, resolution, rank, fake_mode):
     import flux_configs
     with fake_mode:
         model = flux_configs.build_flux(config, fmt, "cpu", randomize=False, as_on_gpu=True)
-        examples = flux_configs.random_examples(trainer("examples").Example, 1, resolution)
+        examples = flux_configs.random_examples(trainer("examples").Example, 1, resolution,
+                                                **flux_configs.example_shapes(config))
     settings = trainer("settings").TrainSettings(steps=2, rank=rank, caption_dropout=0.0, save_every=0)
     with fake_mode, fake_friendly(trainer):
         return traced_step(trainer, model, examples, settings, fake=True)
@@ -143,7 +144,7 @@ def main():
     ap.add_argument("--resolutions", type=int, nargs="+", default=[512, 768, 1024])
     ap.add_argument("--formats", nargs="+", default=["bf16", "fp8_e4m3fn"])
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--config", default="flux-dev")
+    ap.add_argument("--config", default="flux-dev", help="flux-dev, flux-dev-narrow, klein-4b, klein-9b or chroma")
     ap.add_argument("--tflops", type=float, default=400.0,
                     help="sustained dense bf16 TFLOP/s assumed for the time column (H100 SXM: ~400 at 40%% of peak)")
     # FlopCounterMode counts the matmuls it sees; on this CPU trace that is less than the analytic count of a

@@ -29,6 +29,9 @@ CHROMA = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_
               patch_size=2, qkv_bias=True, in_dim=64, out_dim=3072, hidden_dim=5120, n_layers=5, txt_ids_dims=[],
               vec_in_dim=None)
 PLANNED_MODELS = {"flux-dev": FLUX_DEV, "klein-4b": FLUX2_KLEIN_4B, "klein-9b": FLUX2_KLEIN_9B, "chroma": CHROMA}
+CONFIGS.update(PLANNED_MODELS)
+# klein 4B's depth and input widths at 1/12 of its hidden width: proves the benches' FLUX.2 path on a CPU
+CONFIGS["klein-4b-narrow"] = dict(FLUX2_KLEIN_4B, hidden_size=256, num_heads=2)
 
 
 def meta_diffusion_model(config: dict, dtype):
@@ -102,13 +105,22 @@ def build_flux(config: dict, weight_format: str, init_device, seed: int = 0, ran
 
 
 def random_examples(example_cls, count: int, resolution: int, seed: int = 0, text_dim: int = 4096,
-                    pooled_dim: int = CLIP_POOLED):
-    """Training examples of FLUX.1's real shapes: 16-channel latents at resolution/8, 512 T5 tokens of 4096, CLIP-L
-    pooled 768 (as the pack's encoder makes them, float32 on the CPU)."""
+                    pooled_dim: int = CLIP_POOLED, channels: int = 16, downscale: int = 8):
+    """Training examples of the real shapes (as the pack's encoder makes them, float32 on the CPU): FLUX.1's 16-channel
+    latents at resolution/8, 512 T5 tokens of 4096, CLIP-L pooled 768 by default; see :func:`example_shapes`."""
     g = torch.Generator().manual_seed(seed)
-    side = resolution // 8
-    return [example_cls(latent=torch.randn(16, side, side, generator=g), context=torch.randn(T5_TOKENS, text_dim, generator=g) * 0.1,
+    side = resolution // downscale
+    return [example_cls(latent=torch.randn(channels, side, side, generator=g), context=torch.randn(T5_TOKENS, text_dim, generator=g) * 0.1,
                         pooled=torch.randn(pooled_dim, generator=g) * 0.1) for _ in range(count)]
+
+
+def example_shapes(config: dict) -> dict:
+    """:func:`random_examples` arguments for a model config: FLUX.2 has 128-channel latents at 1/16 and no pooled
+    vector, Chroma no pooled vector; text features are 512 tokens of the model's context width for all."""
+    pooled = config.get("vec_in_dim") or 0
+    if config["image_model"] == "flux2":
+        return dict(text_dim=config["context_in_dim"], pooled_dim=0, channels=128, downscale=16)
+    return dict(text_dim=config["context_in_dim"], pooled_dim=pooled, channels=16, downscale=8)
 
 
 def torch_rope(xq, xk, freqs):

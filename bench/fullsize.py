@@ -2,7 +2,7 @@
 resolution x weight format, optionally against ComfyUI's native TrainLoraNode, and on simulated smaller cards.
 
     COMFYUI_PATH=<ComfyUI> <venv>/bin/python bench/fullsize.py [--resolutions 512 768 1024] [--formats bf16 fp8_e4m3fn]
-        [--steps 6] [--warmup 2] [--rank 16] [--native] [--card-gb 16] [--config flux-dev | flux-dev-narrow]
+        [--steps 6] [--warmup 2] [--rank 16] [--native] [--card-gb 16] [--config flux-dev | flux-dev-narrow | klein-4b | klein-9b | chroma]
         [--base-weights "as loaded" | fp8 | nf4 | auto] [--vram auto | "24 GB" | "16 GB" | "12 GB" | "8 GB"]
         [--gpu-weights-gb 0]
 
@@ -61,7 +61,8 @@ def run_ours(args):
     t = time.perf_counter()
     model = flux_configs.build_flux(flux_configs.CONFIGS[args.config], args.format, "cuda" if cuda else "cpu")
     build = time.perf_counter() - t
-    examples = flux_configs.random_examples(trainer("examples").Example, 4, args.resolution)
+    examples = flux_configs.random_examples(trainer("examples").Example, 4, args.resolution,
+                                            **flux_configs.example_shapes(flux_configs.CONFIGS[args.config]))
     stamps = []
 
     class Stamps(trainer("loop").TrainingHooks):
@@ -162,7 +163,8 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="timed steps after warm-up")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--config", default="flux-dev")
+    ap.add_argument("--config", default="flux-dev", help="flux-dev, flux-dev-narrow, klein-4b, klein-9b or chroma "
+                                                         "(--native: FLUX.1 only)")
     ap.add_argument("--base-weights", default="as loaded", help="the base_weights setting: as loaded, fp8, nf4, auto")
     ap.add_argument("--vram", default="auto", help="the vram setting (tier): auto, 24 GB, 16 GB, 12 GB, 8 GB")
     ap.add_argument("--gpu-weights-gb", type=float, default=0.0, help="the gpu_weights_gb setting (0: automatic)")
@@ -173,6 +175,9 @@ def main():
     if args.child:
         args.resolution, args.format = args.resolutions[0], args.formats[0]
         return child(args)
+    if args.native and not args.config.startswith("flux-dev"):
+        raise SystemExit("--native times ComfyUI's TrainLoraNode on FLUX.1-dev's inputs only; drop it for "
+                         f"{args.config}.")
     import comfy_env
     root = comfy_env.find_comfyui()
     version = (root / "comfyui_version.py").read_text().split('"')[1]

@@ -62,3 +62,11 @@ def test_vram_tiers_bench_plans_other_model_families(model):
     assert any(line.startswith(model) and "ESTIMATED" in line for line in out.splitlines()), out
     rows = [line.split() for line in out.splitlines() if line.split()[:2] in (["16", "GB"], ["12", "GB"])]
     assert len(rows) == 6 and all(float(cells[-1]) <= float(cells[0]) for cells in rows), out
+
+
+def test_fullsize_bench_trains_flux2_klein_on_its_own_inputs():
+    """The bench's FLUX.2 path (128-channel latents at 1/16, Qwen3-width text, no pooled vector) at klein 4B's depth."""
+    out = _run("fullsize.py", "--config", "klein-4b-narrow", "--resolutions", "128", "--formats", "bf16",
+               "--steps", "1", "--warmup", "1")
+    row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
+    assert float(row.strip("|").split("|")[2]) > 0, row

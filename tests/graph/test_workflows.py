@@ -62,22 +62,24 @@ def test_kontext_workflow_trains_from_pairs_and_edits_with_the_lora(comfy, caplo
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
 
 
-@pytest.mark.parametrize("family,name", [("klein", "flux_lora_klein"), ("chroma", "flux_lora_chroma")])
+@pytest.mark.parametrize("family,name", [("klein", "flux_lora_klein"), ("flux2_dev", "flux_lora_klein"),
+                                         ("chroma", "flux_lora_chroma")])
 def test_family_workflow_trains_and_samples_with_the_lora(comfy, family, name, caplog):
-    """The bundled FLUX.2 [klein] / Chroma workflows: the model's own CLIPLoader type and VAE, training with checkpoint
-    samples, and the saved LoRA in stock LoraLoaderModelOnly -> KSampler with CFG (no key left unloaded)."""
+    """The bundled FLUX.2 [klein] / Chroma workflows (the klein one also with FLUX.2 [dev] and its Mistral text encoder
+    swapped in): the model's own CLIPLoader type and VAE, training with checkpoint samples, and the saved LoRA in stock
+    LoraLoaderModelOnly -> KSampler with CFG (no key left unloaded)."""
     files = comfy["names"]["families"]
     if family not in files:
         pytest.skip("this ComfyUI has no FLUX.2 [klein] text encoder (Qwen3 arrived after v0.8.0)")
-    folder = photo_folder.write_photo_folder(comfy["root"] / "input" / f"wf_{name}")
-    prompt = workflow_swaps.tiny_api(load_api(name), folder.name, f"flux_lora/wf_{name}")
+    folder = photo_folder.write_photo_folder(comfy["root"] / "input" / f"wf_{family}")
+    prompt = workflow_swaps.tiny_api(load_api(name), folder.name, f"flux_lora/wf_{family}")
     prompt["1"]["inputs"]["unet_name"] = files[family]
-    prompt["2"]["inputs"]["clip_name"] = files["qwen3" if family == "klein" else "t5"]
-    prompt["3"]["inputs"]["vae_name"] = files["flux2_vae" if family == "klein" else "vae"]
+    prompt["2"]["inputs"]["clip_name"] = files[{"klein": "qwen3", "flux2_dev": "mistral3", "chroma": "t5"}[family]]
+    prompt["3"]["inputs"]["vae_name"] = files["vae" if family == "chroma" else "flux2_vae"]
     executor, _ = harness.run(prompt)
     assert executor.success, harness.error_message(executor)
     out = executor.history_result["outputs"]
     assert out["8"]["checkpoints"] == [2, 4]
     assert out.get("20", {}).get("images")
-    assert out["9"]["text"][0].startswith(f"Saved flux_lora/wf_{name}_000004steps_")
+    assert out["9"]["text"][0].startswith(f"Saved flux_lora/wf_{family}_000004steps_")
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]

@@ -11,6 +11,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file
 
+from diffusers_deltas import assert_fused_deltas
+
 lora_path, expected_path, family, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 H, heads = cfg["hidden_size"], cfg["num_heads"]
 torch.manual_seed(0)
@@ -58,14 +60,4 @@ for i in range(cfg["depth"]):
 for i in range(cfg["depth_single_blocks"]):
     pairs += single(f"diffusion_model.single_blocks.{i}", f"single_transformer_blocks.{i}")
 
-checked = 0
-for comfy_key, diffusers_key, start, size in pairs:
-    want = expected[comfy_key]
-    if start is not None:
-        want = want[start:start + size]
-    got = after[diffusers_key] - before[diffusers_key]
-    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6, msg=diffusers_key)
-    checked += 1
-changed = [k for k in before if not torch.equal(before[k], after[k])]
-assert len(changed) == checked, (len(changed), checked)
-print("DIFFUSERS-OK", checked)
+print("DIFFUSERS-OK", assert_fused_deltas(pairs, before, after, expected))
