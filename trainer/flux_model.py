@@ -161,7 +161,8 @@ def check_clip(clip, model_patcher):
             raise ValueError(f"The CLIP input is a {type(cond).__name__} text encoder; this FLUX.2 MODEL needs {wanted}: "
                              "load it with 'Load CLIP' (CLIPLoader, type 'flux2') and connect that CLIP.")
         llm = _text_encoder_module(cond)
-        layers = len(getattr(llm, "layer", None) or []) or 3   # FLUX.2 stacks 3 hidden layers of the LLM
+        taps = getattr(llm, "layer", None)   # FLUX.2 stacks hidden layers of the LLM (3: ComfyUI's layer list)
+        layers = len(taps) if isinstance(taps, (list, tuple)) else 3
         width = getattr(getattr(getattr(getattr(llm, "transformer", None), "model", None), "embed_tokens", None),
                         "weight", None)
         if width is not None and width.shape[1] * layers != p.context_in_dim:
