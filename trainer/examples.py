@@ -93,8 +93,8 @@ class Encoder:
         return self._as_model_reads(context), pooled
 
     def _as_model_reads(self, context):
-        """FLUX.2 reads text left-padded to 512 tokens (ComfyUI's Flux2.extra_conds): padded here, so captions of
-        different lengths batch together."""
+        """The text as the model reads it (FLUX.2: left-padded to 512 tokens by ComfyUI's Flux2.extra_conds), so
+        FLUX.2 captions of different lengths batch together."""
         return model_context(self.model.model, context[None])[0]
 
     def latents(self, sources):

@@ -3,20 +3,17 @@
 Calling the diffusion model directly (instead of ``apply_model``, which returns x_t - sigma * v) gives the velocity
 without dividing by sigma. Inputs are cast exactly as ``_apply_model`` casts them, and each family gets the inputs its
 ComfyUI model class gives it at inference (``extra_conds``): FLUX.1 the CLIP-L pooled vector and distilled guidance,
-FLUX.2 its text features left-padded to 512 tokens and guidance only on dev, Chroma a guidance input of 0."""
+FLUX.2 guidance only on dev, Chroma a guidance input of 0. Text features come as the model reads them
+(:func:`model_context`, applied once when captions are encoded)."""
 import torch
 
 import comfy.model_base
 
-FLUX2_MIN_TEXT_TOKENS = 512   # comfy.model_base.Flux2.extra_conds pads shorter text features (left) to this length
-
 
 def model_context(base, context: torch.Tensor) -> torch.Tensor:
-    """The text features as ``base``'s ``extra_conds`` hands them to the diffusion model."""
-    flux2 = getattr(comfy.model_base, "Flux2", None)
-    if flux2 is not None and isinstance(base, flux2) and context.shape[1] < FLUX2_MIN_TEXT_TOKENS:
-        context = torch.nn.functional.pad(context, (0, 0, FLUX2_MIN_TEXT_TOKENS - context.shape[1], 0))
-    return context
+    """The text features (B, tokens, dim) as ``base``'s own ``extra_conds`` hands them to the diffusion model at
+    inference (FLUX.2: left-padded to 512 tokens; the others unchanged)."""
+    return base.extra_conds(cross_attn=context, pooled_output=None)["c_crossattn"].cond
 
 
 def is_chroma(base) -> bool:
@@ -46,5 +43,5 @@ def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, refe
     if reference is not None:
         kwargs["ref_latents"] = [reference.to(device=device, dtype=dtype)]
     out = dm(xt.to(dtype), model_sampling.timestep(sigmas.to(device)).float(),
-             context=model_context(base, context).to(device=device, dtype=dtype), transformer_options=options, **kwargs)
+             context=context.to(device=device, dtype=dtype), transformer_options=options, **kwargs)
     return out.float()

@@ -128,6 +128,9 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                          f"{info.title}. Remove the control folder / reference image, or load FLUX.1 Kontext dev.")
     if not dataset.images:
         raise ValueError("The dataset has no images.")
+    if settings.reference_dropout > 0 and not is_paired(dataset):
+        raise ValueError(f"reference_dropout is {settings.reference_dropout:g}, but the dataset has no control images "
+                         "(it applies to Kontext pairs only): set it to 0, or give Dataset Loader a control_folder.")
     if (regularization is not None) != (settings.preservation == "regularization images"):
         raise ValueError("Regularization images need both: a dataset connected to 'regularization' and preservation set "
                          "to 'regularization images'" + (" (a dataset is connected but preservation is "

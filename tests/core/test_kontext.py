@@ -43,6 +43,14 @@ def test_reference_dropout_trains_some_steps_without_the_control(comfy, core, mo
     assert 0 < seen.count(False) < 12, seen
 
 
+def test_reference_dropout_without_pairs_is_refused_before_encoding(comfy, core, monkeypatch):
+    model, clip, vae = training_data.load_models(comfy)
+    monkeypatch.setattr(core.examples.Encoder, "examples", lambda *a, **k: pytest.fail("encoded before the check"))
+    with pytest.raises(ValueError, match="reference_dropout is 0.3, but the dataset has no control images"):
+        core.run.train_run(model, clip, vae, training_data.dataset(comfy),
+                           core.settings.TrainSettings(steps=1, reference_dropout=0.3))
+
+
 def test_paired_training_run_samples_edit_the_control_image(comfy, core, tmp_path):
     """Through train_run: the dataset's pairs train with references, and checkpoint samples are conditioned on a
     control image (ReferenceLatent's conditioning key) and show it first in their row."""

@@ -7,7 +7,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 from safetensors.torch import load_file
 
-from diffusers_deltas import assert_fused_deltas
+from diffusers_deltas import assert_fused_deltas, load_and_fuse
 
 lora_path, expected_path, cfg = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 H, heads = cfg["hidden_size"], cfg["num_heads"]
@@ -18,10 +18,7 @@ transformer = FluxTransformer2DModel(
     pooled_projection_dim=cfg["vec_in_dim"], guidance_embeds=True, axes_dims_rope=tuple(cfg["axes_dim"]))
 pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=None, text_encoder=None, tokenizer=None,
                     text_encoder_2=None, tokenizer_2=None, transformer=transformer)
-before = {k: v.clone() for k, v in transformer.state_dict().items()}
-pipe.load_lora_weights(lora_path)
-pipe.fuse_lora()
-after = {k.replace(".base_layer", ""): v for k, v in transformer.state_dict().items() if "lora_" not in k}
+before, after = load_and_fuse(pipe, transformer, lora_path)
 expected = load_file(expected_path)
 
 # ComfyUI layer -> diffusers weights (rows of fused layers), the mapping ComfyUI itself uses

@@ -11,7 +11,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file
 
-from diffusers_deltas import assert_fused_deltas
+from diffusers_deltas import assert_fused_deltas, load_and_fuse
 
 lora_path, expected_path, family, cfg = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 H, heads = cfg["hidden_size"], cfg["num_heads"]
@@ -44,10 +44,7 @@ else:
     single = lambda s, t: [(f"{s}.linear1.weight", f"{t}.attn.to_qkv_mlp_proj.weight", None, None),
                            (f"{s}.linear2.weight", f"{t}.attn.to_out.weight", None, None)]
 
-before = {k: v.clone() for k, v in transformer.state_dict().items()}
-pipe.load_lora_weights(lora_path)
-pipe.fuse_lora()
-after = {k.replace(".base_layer", ""): v for k, v in transformer.state_dict().items() if "lora_" not in k}
+before, after = load_and_fuse(pipe, transformer, lora_path)
 expected = load_file(expected_path)
 
 pairs = []

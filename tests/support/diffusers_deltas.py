@@ -1,5 +1,15 @@
-"""The comparison both diffusers check scripts end with: the weight changes diffusers fused equal the expected deltas."""
+"""What both diffusers check scripts do: load a LoRA into a diffusers pipeline, fuse it, and compare the weight changes
+with the expected deltas."""
 import torch
+
+
+def load_and_fuse(pipe, transformer, lora_path: str):
+    """(weights before, weights after) ``pipe.load_lora_weights`` + ``fuse_lora`` (peft's wrapper names removed)."""
+    before = {k: v.clone() for k, v in transformer.state_dict().items()}
+    pipe.load_lora_weights(lora_path)
+    pipe.fuse_lora()
+    after = {k.replace(".base_layer", ""): v for k, v in transformer.state_dict().items() if "lora_" not in k}
+    return before, after
 
 
 def assert_fused_deltas(pairs, before: dict, after: dict, expected: dict) -> int:
