@@ -4,18 +4,21 @@ bytes of every tensor alive at each moment. Also counts the FLOPs of a step (Flo
 separate step).
 
     COMFYUI_PATH=<ComfyUI> <venv>/bin/python bench/estimate.py [--resolutions 512 768 1024] [--formats bf16 fp8_e4m3fn]
-        [--rank 16] [--tflops 400] [--check]
+        [--rank 16] [--tflops 400] [--check] [--breakdown]
 
 What it counts: weights (fully loaded), LoRA parameters, gradients and optimizer state, activations saved for backward,
 temporaries (ComfyUI's per-layer weight casts, the block being recomputed). What it cannot see: the CUDA context (~0.5
 GB), cuBLAS/attention workspaces and the caching allocator's fragmentation (PyTorch's reserved memory is typically
 5-15% above its allocated peak), so real peaks are higher; the GPU bench (bench/fullsize.py) measures them.
 ``--check`` runs the tiny test FLUX both ways (fake, and real on the CPU under the same tracker) and prints the
-difference of the two peaks: the fake run must see the same tensors the real one allocates.
+difference of the two peaks: the fake run must see the same tensors the real one allocates. ``--breakdown`` prints,
+under each row, what is alive at the peak grouped by the code that allocated it (the innermost frame outside PyTorch),
+in the same form as ``bench/fullsize.py --memory-trace`` prints it from a real GPU trace.
 """
 import argparse
 import contextlib
 import sys
+from collections import Counter
 import tempfile
 import weakref
 from pathlib import Path
@@ -61,6 +64,18 @@ def fake_friendly(trainer):
         FakeTensor.tolist, FakeTensor.item, blocks._verify, torch.utils.swap_tensors = saved
 
 
+def allocation_site() -> str:
+    """'folder/file.py:line function' of the innermost caller outside PyTorch and this script."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if "/torch/" not in name and name != __file__ and not name.startswith("<"):
+            path = Path(name)
+            return f"{path.parent.name}/{path.name}:{frame.f_lineno} {frame.f_code.co_name}"
+        frame = frame.f_back
+    return "torch"
+
+
 class LiveBytes(TorchDispatchMode):
     """Counts the bytes of every tensor storage alive, from what each operator returns (plus the tensors registered
     with ``add``), and the peak of that count. A storage is counted once, until it is freed."""
@@ -69,20 +84,25 @@ class LiveBytes(TorchDispatchMode):
         super().__init__()
         self.current = self.peak = 0
         self._alive = {}
+        self.by_site, self.at_peak = Counter(), Counter()   # live bytes by allocating code, now and at the peak
 
-    def add(self, tensor):
+    def add(self, tensor, site=None):
         st = tensor.untyped_storage()
         key = id(st)
         if key in self._alive:
             return
         size = st.nbytes()
+        site = site or allocation_site()
 
-        def freed(_, key=key, size=size):
+        def freed(_, key=key, size=size, site=site):
             if self._alive.pop(key, None) is not None:
                 self.current -= size
+                self.by_site[site] -= size
         self._alive[key] = weakref.ref(st, freed)
         self.current += size
-        self.peak = max(self.peak, self.current)
+        self.by_site[site] += size
+        if self.current > self.peak:
+            self.peak, self.at_peak = self.current, self.by_site.copy()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
@@ -94,13 +114,14 @@ class LiveBytes(TorchDispatchMode):
 
 def traced_step(trainer, model, examples, settings, fake: bool):
     """Training steps of the real loop under LiveBytes (then one under FlopCounterMode when fake): (peak bytes, bytes of
-    the frozen weights, bytes of LoRA parameters + gradients + AdamW state, FLOPs of one step incl. the recompute)."""
+    the frozen weights, bytes of LoRA parameters + gradients + AdamW state, FLOPs of one step incl. the recompute,
+    {allocating code: bytes alive at the peak})."""
     from torch.utils.flop_counter import FlopCounterMode
     params = list(model.model.diffusion_model.parameters())
     weights = sum(p.nbytes for p in params)
     tracker = LiveBytes()
     for p in params:
-        tracker.add(p)
+        tracker.add(p, "the MODEL's weights (loaded before training)")
     flops = FlopCounterMode(display=False)
     with tracker, torch.inference_mode():
         lora = trainer("loop").train_flux_lora(model, examples, settings)
@@ -108,7 +129,7 @@ def traced_step(trainer, model, examples, settings, fake: bool):
     if fake:  # a separate step: FlopCounterMode keeps the tensors it sees alive, which would inflate the peak
         with flops, torch.inference_mode():
             trainer("loop").train_flux_lora(model, examples, settings.with_changes(steps=1))
-    return tracker.peak, weights, trainable * 4 * 4, (flops.get_total_flops() if fake else None)
+    return tracker.peak, weights, trainable * 4 * 4, (flops.get_total_flops() if fake else None), tracker.at_peak
 
 
 def estimate(trainer, config, fmt, resolution, rank, fake_mode):
@@ -150,6 +171,7 @@ def main():
     # FlopCounterMode counts the matmuls it sees; on this CPU trace that is less than the analytic count of a
     # checkpointed step (~370 TFLOP at 1024px, issue #11): the time column is a lower bound, not a prediction
     ap.add_argument("--check", action="store_true", help="compare fake and real peaks on the tiny test FLUX")
+    ap.add_argument("--breakdown", action="store_true", help="print what holds each peak, by allocating code")
     args = ap.parse_args()
     import importlib
 
@@ -174,10 +196,14 @@ def main():
     print("|---|---|---|---|---|---|---|---|")
     for fmt in args.formats:
         for res in args.resolutions:
-            peak, weights, lora, flops = estimate(trainer, flux_configs.CONFIGS[args.config], fmt, res, args.rank,
+            peak, weights, lora, flops, at_peak = estimate(trainer, flux_configs.CONFIGS[args.config], fmt, res, args.rank,
                                                   FakeTensorMode(allow_non_fake_inputs=True))
             print(f"| {res} | {fmt} | {peak / GB:.2f} | {weights / GB:.2f} | {lora / GB:.2f} | "
                   f"{(peak - weights - lora) / GB:.2f} | {flops / 1e12:.1f} | {flops / 1e12 / args.tflops:.2f} |", flush=True)
+            if args.breakdown:
+                print("#   alive at the peak (estimated):")
+                for site, size in at_peak.most_common(12):
+                    print(f"#     {size / GB:6.2f} GiB  {site}")
 
 
 if __name__ == "__main__":

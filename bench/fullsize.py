@@ -4,7 +4,7 @@ resolution x weight format, optionally against ComfyUI's native TrainLoraNode, a
     COMFYUI_PATH=<ComfyUI> <venv>/bin/python bench/fullsize.py [--resolutions 512 768 1024] [--formats bf16 fp8_e4m3fn]
         [--steps 6] [--warmup 2] [--rank 16] [--native] [--card-gb 16] [--config flux-dev | flux-dev-narrow | klein-4b | klein-9b | chroma]
         [--base-weights "as loaded" | fp8 | nf4 | auto] [--vram auto | "24 GB" | "16 GB" | "12 GB" | "8 GB"]
-        [--gpu-weights-gb 0]
+        [--gpu-weights-gb 0] [--compile-blocks] [--fp8-matmul] [--memory-trace]
 
 Each configuration runs in its own process (clean peak statistics, a fresh ComfyUI). The model is ComfyUI's Flux with
 flux1-dev's config and random weights (bench/flux_configs.py), loaded the way UNETLoader loads it; the inputs have the
@@ -12,6 +12,9 @@ real shapes (16-channel latents, 512 T5 tokens). ``--card-gb N`` simulates an N 
 allocate only N GB (``torch.cuda.set_per_process_memory_fraction``) and ComfyUI's free-memory view is reduced to match
 (its ``--reserve-vram``), so ComfyUI's partial loading behaves as on that card. Without CUDA it runs on the CPU (use
 ``--config flux-dev-narrow``: FLUX.1-dev's depth and input widths at a narrow hidden width) to prove the bench works.
+``--memory-trace`` (CUDA) records every allocation of the run (``torch.cuda.memory._record_memory_history``), writes the
+snapshot next to the bench (open it at pytorch.org/memory_viz) and prints what is alive at the peak, grouped by the
+code that allocated it (bench/memory_trace.py).
 """
 import argparse
 import json
@@ -48,9 +51,11 @@ def _boot(card_gb):
 
 
 def _settings(trainer, args, steps):
+    base_weights = "fp8" if args.fp8_matmul and args.base_weights == "as loaded" else args.base_weights
     return trainer("settings").TrainSettings(steps=steps, learning_rate=1e-4, rank=args.rank, batch_size=1,
-                                             caption_dropout=0.0, save_every=0, base_weights=args.base_weights,
-                                             vram=args.vram, gpu_weights_gb=args.gpu_weights_gb)
+                                             caption_dropout=0.0, save_every=0, base_weights=base_weights,
+                                             vram=args.vram, gpu_weights_gb=args.gpu_weights_gb,
+                                             compile_blocks=args.compile_blocks, fp8_matmul=args.fp8_matmul)
 
 
 def run_ours(args):
@@ -72,13 +77,27 @@ def run_ours(args):
             stamps.append(time.perf_counter())
     if cuda:
         torch.cuda.reset_peak_memory_stats()
+        before_run = torch.cuda.memory_allocated()   # the MODEL's weights, allocated before the trace starts
+        if args.memory_trace:
+            torch.cuda.memory._record_memory_history(max_entries=1_000_000)
     start = time.perf_counter()
     with torch.inference_mode():
         lora = trainer("loop").train_flux_lora(model, examples, _settings(trainer, args, args.warmup + args.steps), Stamps())
+    trace = {}
+    if cuda and args.memory_trace:
+        import memory_trace
+        snapshot = torch.cuda.memory._snapshot()
+        torch.cuda.memory._record_memory_history(enabled=None)
+        path = HERE / f"memory_trace_{args.config}_{args.format}_{args.resolution}.pickle"
+        with open(path, "wb") as f:
+            import pickle
+            pickle.dump(snapshot, f)
+        trace = {"trace_file": str(path), "at_peak": memory_trace.alive_at_peak(snapshot["device_traces"][0], before_run)}
     steps = [b - a for a, b in zip(stamps[args.warmup - 1:], stamps[args.warmup:])] if args.warmup else \
         [stamps[0] - start] + [b - a for a, b in zip(stamps, stamps[1:])]
     return {"s_per_step": statistics.median(steps), "first_step_s": stamps[0] - start, "build_s": build,
-            "loss_finite": all(v == v and abs(v) != float("inf") for v in lora.losses), "skipped": lora.info.skipped_steps}
+            "loss_finite": all(v == v and abs(v) != float("inf") for v in lora.losses), "skipped": lora.info.skipped_steps,
+            **trace}
 
 
 def run_native(args):
@@ -140,7 +159,8 @@ def _run_child(kind, args, resolution, fmt):
     cmd = [sys.executable, __file__, "--child", kind, "--resolutions", str(resolution), "--formats", fmt, "--steps",
            str(args.steps), "--warmup", str(args.warmup), "--rank", str(args.rank), "--config", args.config,
            "--base-weights", args.base_weights, "--vram", args.vram, "--gpu-weights-gb", str(args.gpu_weights_gb)] + (
-        ["--card-gb", str(args.card_gb)] if args.card_gb else [])
+        ["--card-gb", str(args.card_gb)] if args.card_gb else []) + [
+        f"--{flag}" for flag in ("compile-blocks", "fp8-matmul", "memory-trace") if getattr(args, flag.replace("-", "_"))]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
@@ -170,6 +190,9 @@ def main():
     ap.add_argument("--gpu-weights-gb", type=float, default=0.0, help="the gpu_weights_gb setting (0: automatic)")
     ap.add_argument("--native", action="store_true", help="also time ComfyUI's TrainLoraNode")
     ap.add_argument("--card-gb", type=float, default=0, help="simulate a card of this many GB (CUDA only)")
+    ap.add_argument("--compile-blocks", action="store_true", help="the compile_blocks setting (torch.compile)")
+    ap.add_argument("--fp8-matmul", action="store_true", help="the fp8_matmul setting (fp8 base weights, fp8 matmuls)")
+    ap.add_argument("--memory-trace", action="store_true", help="record CUDA allocations; print what holds the peak")
     ap.add_argument("--child", choices=["ours", "native"])
     args = ap.parse_args()
     if args.child:
@@ -183,6 +206,7 @@ def main():
     version = (root / "comfyui_version.py").read_text().split('"')[1]
     print(f"# bench/fullsize.py — ComfyUI {version}, config {args.config}, rank {args.rank}, batch 1, checkpointing, "
           f"AdamW, base_weights {args.base_weights}, vram {args.vram}, gpu_weights_gb {args.gpu_weights_gb:g}, "
+          f"compile_blocks {args.compile_blocks}, fp8_matmul {args.fp8_matmul}, "
           f"{args.warmup} warm-up + {args.steps} timed steps"
           + (f", simulated {args.card_gb:g} GB card" if args.card_gb else ""))
     print(f"# command: {' '.join([Path(sys.executable).name] + sys.argv)}")
@@ -212,6 +236,10 @@ def main():
             else:
                 cols += ["", ""]
             print(f"| {res} | {fmt} | " + " | ".join(cols) + " |", flush=True)
+            if ours.get("at_peak"):
+                print(f"#   alive at the peak ({ours['trace_file']}):")
+                for where, gib in ours["at_peak"]:
+                    print(f"#     {gib:6.2f} GiB  {where}")
     print(f"# device: {gpu or 'CPU'}; measured {time.strftime('%Y-%m-%d')}")
 
 

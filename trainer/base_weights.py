@@ -15,6 +15,8 @@ import torch
 import comfy.model_management as mm
 import comfy.model_patcher
 
+from .fp8_matmul import fast_forward
+
 BASE_WEIGHTS = ("auto", "as loaded", "fp8", "nf4")
 COPY_FORMATS = ("fp8", "nf4")
 
@@ -119,12 +121,15 @@ def _copy_tree(module, prefix, convert, device):
     return new
 
 
-def training_copy(model, fmt: str, in_ram: bool = False):
+def training_copy(model, fmt: str, in_ram: bool = False, fp8_matmul: bool = False):
     """A ModelPatcher holding a training copy of ``model`` (a ComfyUI MODEL with FLUX.1) with its Linear weights in
     ``fmt`` ('fp8' or 'nf4'), built on ``model.load_device`` (``in_ram``: on its offload device, for an fp8 copy that
-    ComfyUI will load partially). Call inside ``torch.inference_mode(False)``."""
+    ComfyUI will load partially). ``fp8_matmul``: the fp8 layers multiply in fp8 (:mod:`.fp8_matmul`). Call inside
+    ``torch.inference_mode(False)``."""
     if fmt not in COPY_FORMATS:
         raise ValueError(f"Unknown base weight format '{fmt}'.")
+    if fp8_matmul and fmt != "fp8":
+        raise ValueError(f"fp8 matmuls need fp8 base weights, not {fmt}.")
     if in_ram and fmt == "nf4":
         raise ValueError("NF4 weights are built on the GPU and cannot be streamed from RAM.")
     device = model.offload_device if in_ram else model.load_device
@@ -146,6 +151,8 @@ def training_copy(model, fmt: str, in_ram: bool = False):
             layer = _nf4_linear(linear, weight, bias, compute_dtype, device)
         else:
             layer = _fp8_linear(linear, weight, bias)
+            if fp8_matmul:
+                layer.forward = fast_forward(layer)
         del weight
         return layer
 

@@ -98,14 +98,37 @@ def _verify(name, ours, reference):
                 "update ComfyUI-FluxLoRA or report this with your ComfyUI version.")
 
 
-class _BlockPatch:
-    """A ``patches_replace['dit']`` entry running one block out of place, optionally checkpointed."""
+_COMPILED = {}
 
-    def __init__(self, block, kind, checkpointing, verify: dict):
+
+def compiled(forward):
+    """``forward`` (one of the block forwards above) through ``torch.compile``, once per process: the block is an
+    argument, so all 19 double (38 single) blocks share one compiled graph, which is traced at the first call of its
+    block type (compile time is paid once per run and image size) and reused for every block and step after."""
+    if forward not in _COMPILED:
+        _COMPILED[forward] = torch.compile(forward)
+    return _COMPILED[forward]
+
+
+def compile_problem(device) -> str:
+    """Why ``torch.compile`` cannot compile for ``device`` ('' when it can): inductor needs Triton for NVIDIA GPUs."""
+    if torch.device(device).type == "cuda":
+        from torch.utils._triton import has_triton
+        if not has_triton():
+            return ("compile_blocks needs Triton to compile for NVIDIA GPUs (pip install triton; on Windows "
+                    "triton-windows): install it, or turn compile_blocks off.")
+    return ""
+
+
+class _BlockPatch:
+    """A ``patches_replace['dit']`` entry running one block out of place, optionally checkpointed and compiled."""
+
+    def __init__(self, block, kind, checkpointing, verify: dict, compile_forward=False):
         self.block = block
         self.kind = kind
         self.checkpointing = checkpointing
         self.verify = verify  # shared {"double": bool, "single": bool}: block types still to check
+        self.compile_forward = compile_forward
 
     def _run(self, fn, *tensors):
         if self.checkpointing and torch.is_grad_enabled():
@@ -119,7 +142,10 @@ class _BlockPatch:
         fn = functools.partial(forward, self.block, attn_mask=args.get("attn_mask"), transformer_options=options)
         inputs = [args[n] for n in names] + [args["vec"], args["pe"]]
         if self.verify.pop(self.kind, False):
-            self._check(fn, args, extra, names, inputs)
+            self._check(fn, args, extra, names, inputs)   # eager: the check is of the math, not of the compiler
+        if self.compile_forward:
+            fn = functools.partial(compiled(forward), self.block, attn_mask=args.get("attn_mask"),
+                                   transformer_options=options)
         out = self._run(fn, *inputs)
         return dict(zip(names, out if isinstance(out, tuple) else (out,)))
 
@@ -149,8 +175,9 @@ def _dropout_off(module):
             m.train()
 
 
-def install_training_blocks(patcher, checkpointing: bool):
-    """Routes every double/single block of ``patcher`` (a training clone) through the forwards above."""
+def install_training_blocks(patcher, checkpointing: bool, compile_forward: bool = False):
+    """Routes every double/single block of ``patcher`` (a training clone) through the forwards above (``compile_forward``:
+    through their ``torch.compile``d versions)."""
     dm = patcher.model.diffusion_model
     if apply_mod is None:
         raise BlockMismatch("This ComfyUI no longer has comfy.ldm.flux.layers.apply_mod, which the training forward of "
@@ -171,6 +198,6 @@ def install_training_blocks(patcher, checkpointing: bool):
             raise ValueError("Unsupported Flux block layout (flipped img/txt streams or Ovis-style MLPs).")
     pending = {"double": True, "single": True}  # the first call of each block type is checked against ComfyUI's
     for i, block in enumerate(dm.double_blocks):
-        patcher.set_model_patch_replace(_BlockPatch(block, "double", checkpointing, pending), "dit", "double_block", i)
+        patcher.set_model_patch_replace(_BlockPatch(block, "double", checkpointing, pending, compile_forward), "dit", "double_block", i)
     for i, block in enumerate(dm.single_blocks):
-        patcher.set_model_patch_replace(_BlockPatch(block, "single", checkpointing, pending), "dit", "single_block", i)
+        patcher.set_model_patch_replace(_BlockPatch(block, "single", checkpointing, pending, compile_forward), "dit", "single_block", i)

@@ -9,7 +9,7 @@ LoRA parameters, bs 1, gradient checkpointing; bf16 23.9 / 24.6 / 25.6 GiB and f
 LoRA holds its float32 weights and AdamW state and part of its gradients (12 bytes per parameter) at the peak. Numbers
 from it are estimates until bench/fullsize.py measures them on a GPU.
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from .base_weights import kept_dense
@@ -200,11 +200,19 @@ def available_memory(device) -> tuple:
 def plan_run(model, settings, image_tokens: int) -> Plan:
     """The plan for training ``model`` (a ComfyUI MODEL) with ``settings`` on images of up to ``image_tokens``."""
     from .lora import trainable_count
+    from . import fp8_matmul
     device = model.load_device
+    if settings.fp8_matmul and not fp8_matmul.supported(device):
+        raise ValueError(f"fp8_matmul needs a GPU with fp8 tensor cores (NVIDIA RTX 40xx / 50xx, H100 or newer); "
+                         f"{device} has none: turn fp8_matmul off.")
     available, ram = available_memory(device)
-    return make_plan(model_facts(model), tier=settings.vram, base_weights=settings.base_weights,
+    base_weights = "fp8" if settings.fp8_matmul else settings.base_weights   # auto or fp8 (the settings check)
+    plan = make_plan(model_facts(model), tier=settings.vram, base_weights=base_weights,
                      gpu_weights_gb=settings.gpu_weights_gb, image_tokens=image_tokens, batch=settings.batch_size,
                      checkpointing=settings.gradient_checkpointing,
                      trainable_params=trainable_count(model.model.diffusion_model, settings.lora),
                      available=available, free_ram=ram, on_gpu=torch.device(device).type != "cpu",
                      dense_only=settings.use_dora or settings.lora.moves_base_weight)
+    if settings.fp8_matmul and settings.base_weights == "auto":
+        plan = replace(plan, reason="fp8 base weights: fp8_matmul multiplies by them in fp8.")
+    return plan

@@ -15,6 +15,7 @@ from .cache import EncodingCache, NoCache
 from .dataset import is_paired
 from .examples import Encoder, sources_from_dataset
 from .assistant import with_assistant
+from .blocks import compile_problem
 from .flux_model import check_clip, check_schnell, check_vae, flux_info
 from .images import to_pil
 from .loop import RunFolder, TrainingHooks, train_flux_lora
@@ -128,6 +129,8 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                          f"{info.title}. Remove the control folder / reference image, or load FLUX.1 Kontext dev.")
     if not dataset.images:
         raise ValueError("The dataset has no images.")
+    if settings.compile_blocks and compile_problem(model.load_device):
+        raise ValueError(compile_problem(model.load_device))
     if settings.reference_dropout > 0 and not is_paired(dataset):
         raise ValueError(f"reference_dropout is {settings.reference_dropout:g}, but the dataset has no control images "
                          "(it applies to Kontext pairs only): set it to 0, or give Dataset Loader a control_folder.")

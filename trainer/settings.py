@@ -138,6 +138,15 @@ class TrainSettings:
                                       "not saved into your LoRA, not in checkpoint samples. Required for FLUX.1-schnell: "
                                       "ostris' FLUX.1-schnell-training-adapter keeps its few-step distillation intact "
                                       "(ai-toolkit's method). Empty: none.")
+    compile_blocks: bool = setting(False, "Compile the blocks' training forward with torch.compile (one compiled graph "
+                                          "shared by all blocks). Faster steps on a GPU once compiled; compiling takes "
+                                          "a minute or two at the start (again for each new image size). Needs Triton "
+                                          "on NVIDIA GPUs (a C++ compiler on the CPU). Results are the same up to "
+                                          "float rounding.", only="memory and speed", resumable=True)
+    fp8_matmul: bool = setting(False, "Multiply by the frozen fp8 base weights in fp8 (torch._scaled_mm) instead of "
+                                      "casting them to bf16 first: faster on GPUs with fp8 tensor cores (RTX 40xx/50xx, "
+                                      "H100 and newer), slightly less exact (each layer's input is rounded to fp8 too). "
+                                      "Needs fp8 base weights: base_weights 'auto' then picks 'fp8'.")
 
     def __post_init__(self):
         problems = []
@@ -160,6 +169,12 @@ class TrainSettings:
             problems.append(f"base_weights '{self.base_weights}' trains against a quantized copy, which "
                             f"{'DoRA' if self.use_dora else 'init ' + repr(self.init)} cannot use: set base_weights "
                             "'as loaded' (or turn that off)")
+        elif self.fp8_matmul and (self.use_dora or self.init != "default"):
+            problems.append(f"fp8_matmul trains against an fp8 copy, which "
+                            f"{'DoRA' if self.use_dora else 'init ' + repr(self.init)} cannot use: turn fp8_matmul off")
+        if self.fp8_matmul and self.base_weights not in ("auto", "fp8"):
+            problems.append(f"fp8_matmul multiplies by fp8 base weights: set base_weights to 'fp8' or 'auto' (not "
+                            f"'{self.base_weights}'), or turn fp8_matmul off")
         if self.preservation == "differential output" and not self.class_prompt.strip():
             problems.append("preservation 'differential output' needs a class_prompt (e.g. 'a photo of a woman')")
         if not problems:

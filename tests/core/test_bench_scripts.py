@@ -29,13 +29,20 @@ def test_fullsize_bench_trains_and_prints_a_row():
 
 
 def test_estimator_trace_matches_the_real_run():
-    out = _run("estimate.py", "--check", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "bf16")
+    out = _run("estimate.py", "--check", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "bf16",
+               "--breakdown")
     real, fake = map(float, re.search(r"real peak ([\d.]+) MiB, fake-traced peak ([\d.]+) MiB", out).groups())
     assert real > 1 and abs(fake - real) / real < 0.01, out
     row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
     peak, weights, lora, rest, tflop = (float(c) for c in row.strip("|").split("|")[2:7])
     assert peak >= weights > 0 and rest >= 0 and tflop >= 0
     assert "ESTIMATED" in out
+    # --breakdown: what is alive at the peak, by allocating code; the pack's own allocations are named
+    rows = [re.match(r"#\s+([\d.]+) GiB  (.+)", line) for line in out.split("alive at the peak")[1].splitlines()[1:]]
+    sites = {m.group(2): float(m.group(1)) for m in rows if m}
+    assert sites["the MODEL's weights (loaded before training)"] == pytest.approx(weights, abs=0.01)
+    assert any(site.startswith("trainer/") for site in sites)
+    assert sum(sites.values()) <= peak + 0.01 * len(sites)
 
 
 def test_fullsize_bench_runs_a_low_vram_tier():
@@ -70,3 +77,31 @@ def test_fullsize_bench_trains_flux2_klein_on_its_own_inputs():
                "--steps", "1", "--warmup", "1")
     row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
     assert float(row.strip("|").split("|")[2]) > 0, row
+
+
+def test_fullsize_bench_runs_the_speed_switches():
+    out = _run("fullsize.py", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "bf16",
+               "--steps", "1", "--warmup", "1", "--fp8-matmul")   # compile_blocks: tests/core/test_speed_switches.py
+    assert "base_weights as loaded" in out and "compile_blocks False, fp8_matmul True" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
+    assert float(row.strip("|").split("|")[2]) > 0, row  # trained (fp8 copy for the fp8 matmuls), finite losses
+
+
+def test_memory_trace_finds_what_is_alive_at_the_peak():
+    """A recorded CUDA trace (as torch.cuda.memory._snapshot() gives it) replayed: the peak's blocks by allocating
+    code, innermost frame outside PyTorch."""
+    sys.path.insert(0, str(BENCH))
+    import memory_trace
+    frames = lambda f: [{"filename": "/x/torch/nn/functional.py", "line": 1, "name": "linear"},
+                        {"filename": f"/p/{f}", "line": 7, "name": "forward"}]
+    gib = 1024 ** 3
+    events = [{"action": "alloc", "addr": 1, "size": 2 * gib, "frames": frames("trainer/blocks.py")},
+              {"action": "alloc", "addr": 2, "size": gib, "frames": frames("comfy/ops.py")},
+              {"action": "free_requested", "addr": 2, "size": gib},
+              {"action": "free_completed", "addr": 2, "size": gib},
+              {"action": "alloc", "addr": 3, "size": 3 * gib, "frames": frames("comfy/ops.py")},   # the peak: 5 GiB
+              {"action": "free_requested", "addr": 3, "size": 3 * gib},
+              {"action": "alloc", "addr": 4, "size": gib, "frames": frames("comfy/ops.py")}]
+    rows = memory_trace.alive_at_peak(events, before=gib // 2)
+    assert rows == [("allocated before the run (the MODEL's weights)", 0.5), ("comfy/ops.py:7 forward", 3.0),
+                    ("trainer/blocks.py:7 forward", 2.0)]

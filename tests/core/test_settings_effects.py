@@ -46,10 +46,11 @@ PROBES = {
     "base_weights": ("nf4", {}),
     "reference_dropout": (0.5, {"dataset": "kontext pairs", "steps": 6}),
     "assistant_lora": ("tiny_assistant.safetensors", {}),
+    "fp8_matmul": (True, {"base_weights": "fp8"}),
 }
-# proven to change memory use, not results: below, and in test_memory_tiers.py (vram: the plan and the check before
-# encoding; gpu_weights_gb: partial loading with bit-identical results)
-MEMORY_ONLY = {"gradient_checkpointing", "vram", "gpu_weights_gb"}
+# proven to change memory use or speed, not results: below, in test_memory_tiers.py (vram: the plan and the check before
+# encoding; gpu_weights_gb: partial loading with bit-identical results) and test_speed_switches.py (compile_blocks)
+MEMORY_ONLY = {"gradient_checkpointing", "vram", "gpu_weights_gb", "compile_blocks"}
 
 
 def test_every_declared_setting_has_a_probe(core):
