@@ -51,9 +51,8 @@ def _boot(card_gb):
 
 
 def _settings(trainer, args, steps):
-    base_weights = "fp8" if args.fp8_matmul and args.base_weights == "as loaded" else args.base_weights
     return trainer("settings").TrainSettings(steps=steps, learning_rate=1e-4, rank=args.rank, batch_size=1,
-                                             caption_dropout=0.0, save_every=0, base_weights=base_weights,
+                                             caption_dropout=0.0, save_every=0, base_weights=args.base_weights,
                                              vram=args.vram, gpu_weights_gb=args.gpu_weights_gb,
                                              compile_blocks=args.compile_blocks, fp8_matmul=args.fp8_matmul)
 
@@ -79,7 +78,7 @@ def run_ours(args):
         torch.cuda.reset_peak_memory_stats()
         before_run = torch.cuda.memory_allocated()   # the MODEL's weights, allocated before the trace starts
         if args.memory_trace:
-            torch.cuda.memory._record_memory_history(max_entries=1_000_000)
+            torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
     start = time.perf_counter()
     with torch.inference_mode():
         lora = trainer("loop").train_flux_lora(model, examples, _settings(trainer, args, args.warmup + args.steps), Stamps())
@@ -195,6 +194,8 @@ def main():
     ap.add_argument("--memory-trace", action="store_true", help="record CUDA allocations; print what holds the peak")
     ap.add_argument("--child", choices=["ours", "native"])
     args = ap.parse_args()
+    if args.fp8_matmul and args.base_weights == "as loaded":
+        args.base_weights = "fp8"   # fp8 matmuls multiply by an fp8 training copy
     if args.child:
         args.resolution, args.format = args.resolutions[0], args.formats[0]
         return child(args)

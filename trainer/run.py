@@ -129,8 +129,9 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                          f"{info.title}. Remove the control folder / reference image, or load FLUX.1 Kontext dev.")
     if not dataset.images:
         raise ValueError("The dataset has no images.")
-    if settings.compile_blocks and compile_problem(model.load_device):
-        raise ValueError(compile_problem(model.load_device))
+    problem = compile_problem(model.load_device) if settings.compile_blocks else ""
+    if problem:
+        raise ValueError(problem)
     if settings.reference_dropout > 0 and not is_paired(dataset):
         raise ValueError(f"reference_dropout is {settings.reference_dropout:g}, but the dataset has no control images "
                          "(it applies to Kontext pairs only): set it to 0, or give Dataset Loader a control_folder.")

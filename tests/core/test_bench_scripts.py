@@ -82,7 +82,7 @@ def test_fullsize_bench_trains_flux2_klein_on_its_own_inputs():
 def test_fullsize_bench_runs_the_speed_switches():
     out = _run("fullsize.py", "--config", "flux-dev-narrow", "--resolutions", "128", "--formats", "bf16",
                "--steps", "1", "--warmup", "1", "--fp8-matmul")   # compile_blocks: tests/core/test_speed_switches.py
-    assert "base_weights as loaded" in out and "compile_blocks False, fp8_matmul True" in out
+    assert "base_weights fp8" in out and "compile_blocks False, fp8_matmul True" in out
     row = next(line for line in out.splitlines() if line.startswith("| 128 | bf16 |"))
     assert float(row.strip("|").split("|")[2]) > 0, row  # trained (fp8 copy for the fp8 matmuls), finite losses
 
@@ -105,3 +105,10 @@ def test_memory_trace_finds_what_is_alive_at_the_peak():
     rows = memory_trace.alive_at_peak(events, before=gib // 2)
     assert rows == [("allocated before the run (the MODEL's weights)", 0.5), ("comfy/ops.py:7 forward", 3.0),
                     ("trainer/blocks.py:7 forward", 2.0)]
+    # blocks from before the trace that it frees (ComfyUI moving the MODEL out for a training copy) leave the count
+    moved_out = [{"action": "free_requested", "addr": 99, "size": 4 * gib},
+                 {"action": "free_completed", "addr": 99, "size": 4 * gib}]
+    rows = memory_trace.alive_at_peak(moved_out + events, before=5 * gib)
+    assert rows[0] == ("allocated before the run (the MODEL's weights)", 1.0) and rows[1] == ("comfy/ops.py:7 forward", 3.0)
+    assert memory_trace.alive_at_peak(events[:1] + moved_out, before=5 * gib) == [
+        ("allocated before the run (the MODEL's weights)", 5.0), ("trainer/blocks.py:7 forward", 2.0)]  # peak: before it left

@@ -31,7 +31,7 @@ def test_compiled_blocks_train_the_same_lora(comfy, core, monkeypatch):
     assert len(traced) == 3 * blocks  # every block call of the 3 steps went through the compiled forward
     assert set(traced) == {"double_block_forward", "single_block_forward"}
     assert not counters["graph_break"], dict(counters["graph_break"])
-    assert 2 <= counters["stats"]["unique_graphs"] <= 4, dict(counters["stats"])  # per block type, not per block
+    assert 2 <= counters["stats"]["unique_graphs"] < blocks, dict(counters["stats"])  # per block type, not per block
     torch.testing.assert_close(torch.tensor(compiled.losses), torch.tensor(eager.losses), rtol=1e-5, atol=1e-6)
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=1e-3, atol=1e-5)
