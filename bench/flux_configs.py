@@ -34,6 +34,17 @@ CONFIGS.update(PLANNED_MODELS)
 CONFIGS["klein-4b-narrow"] = dict(FLUX2_KLEIN_4B, hidden_size=256, num_heads=2)
 
 
+def add_tiny_configs():
+    """The test suite's tiny FLUX.1 and FLUX.2 models (tests/support) as bench configs 'tiny' and 'klein-tiny': the
+    GPU bench bundle's rehearsal (bench/gpu/kit.sh rehearse) runs every bench row on them in seconds. They need the
+    tests' loader shims (installed by tests/support/harness.setup, which the benches boot through)."""
+    import tiny_families
+    import tiny_models
+    CONFIGS["tiny"] = tiny_models.tiny_flux_config()
+    if tiny_families.supports_klein():
+        CONFIGS["klein-tiny"] = tiny_families.tiny_flux2_config()
+
+
 def meta_diffusion_model(config: dict, dtype):
     """ComfyUI's diffusion model of ``config`` on the meta device (no memory): for planning at full size."""
     import comfy.ldm.chroma.model

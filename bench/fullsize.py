@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE.parent / "tests" / "support"))
 sys.path.insert(0, str(HERE))
 GB = 1024 ** 3
 CARDS = (24, 16, 12, 8)
+FLUX1_CONFIGS = ("flux-dev", "flux-dev-narrow", "tiny")   # what --native (TrainLoraNode on FLUX.1 inputs) can time
 
 
 def _boot(card_gb):
@@ -42,6 +43,8 @@ def _boot(card_gb):
     comfy_env.boot(cpu=not torch.cuda.is_available())
     import harness
     harness.setup(Path(tempfile.mkdtemp(prefix="fluxlora_fullsize_")))
+    import flux_configs
+    flux_configs.add_tiny_configs()   # 'tiny' / 'klein-tiny': the tests' tiny models (the GPU bundle's rehearsal)
     if card_gb and torch.cuda.is_available():
         import comfy.model_management as mm
         total = torch.cuda.get_device_properties(0).total_memory
@@ -67,6 +70,9 @@ def run_ours(args):
     build = time.perf_counter() - t
     examples = flux_configs.random_examples(trainer("examples").Example, 4, args.resolution,
                                             **flux_configs.example_shapes(flux_configs.CONFIGS[args.config]))
+    settings = _settings(trainer, args, args.warmup + args.steps)
+    # what the memory plan (the node's estimate) expects of this run, to set against the measured peak
+    plan = trainer("memory_plan").plan_run(model, settings, trainer("loop").largest_image_tokens(examples))
     stamps = []
 
     class Stamps(trainer("loop").TrainingHooks):
@@ -81,7 +87,7 @@ def run_ours(args):
             torch.cuda.memory._record_memory_history(max_entries=1_000_000, stacks="python")
     start = time.perf_counter()
     with torch.inference_mode():
-        lora = trainer("loop").train_flux_lora(model, examples, _settings(trainer, args, args.warmup + args.steps), Stamps())
+        lora = trainer("loop").train_flux_lora(model, examples, settings, Stamps())
     trace = {}
     if cuda and args.memory_trace:
         import memory_trace
@@ -96,7 +102,8 @@ def run_ours(args):
         [stamps[0] - start] + [b - a for a, b in zip(stamps, stamps[1:])]
     return {"s_per_step": statistics.median(steps), "first_step_s": stamps[0] - start, "build_s": build,
             "loss_finite": all(v == v and abs(v) != float("inf") for v in lora.losses), "skipped": lora.info.skipped_steps,
-            **trace}
+            "plan_base_weights": plan.base_weights, "plan_peak_gb": plan.peak / GB,
+            "plan_gpu_weights_gb": plan.gpu_weight_bytes / GB, "plan_weights_gb": plan.weight_bytes / GB, **trace}
 
 
 def run_native(args):
@@ -107,12 +114,20 @@ def run_native(args):
     import flux_configs
     from comfy_extras.nodes_train import TrainLoraNode
     cuda = torch.cuda.is_available()
-    model = flux_configs.build_flux(flux_configs.CONFIGS[args.config], args.format, "cuda" if cuda else "cpu")
+    config = flux_configs.CONFIGS[args.config]
+    model = flux_configs.build_flux(config, args.format, "cuda" if cuda else "cpu")
+    if hasattr(model, "cached_patcher_init"):
+        # ComfyUI >= 0.3x: TrainLoraNode deep-copies its MODEL by calling the loader again (cached_patcher_init, set by
+        # UNETLoader); the bench's "loader" builds the same random weights again
+        model.cached_patcher_init = (lambda disable_dynamic=False: flux_configs.build_flux(
+            config, args.format, "cuda" if cuda else "cpu"), ())
+    shapes = flux_configs.example_shapes(config)
     g = torch.Generator().manual_seed(0)
-    side = args.resolution // 8
-    latents = {"samples": torch.randn(4, 16, side, side, generator=g)}
-    positive = [[[torch.randn(1, flux_configs.T5_TOKENS, 4096, generator=g) * 0.1,
-                  {"pooled_output": torch.randn(1, 768, generator=g) * 0.1, "guidance": 1.0}]] for _ in range(4)]
+    side = args.resolution // shapes["downscale"]
+    latents = {"samples": torch.randn(4, shapes["channels"], side, side, generator=g)}
+    positive = [[[torch.randn(1, flux_configs.T5_TOKENS, shapes["text_dim"], generator=g) * 0.1,
+                  {"pooled_output": torch.randn(1, shapes["pooled_dim"], generator=g) * 0.1, "guidance": 1.0}]]
+                for _ in range(4)]
     inputs = {i.id: [getattr(i, "default", None)] for i in TrainLoraNode.define_schema().inputs}
     inputs.update(model=[model], latents=[latents], positive=positive, batch_size=[1], learning_rate=[1e-4],
                   rank=[args.rank], optimizer=["AdamW"], loss_function=["MSE"], seed=[0], training_dtype=["bf16"],
@@ -132,13 +147,21 @@ def run_native(args):
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    train(args.warmup)
-    short = time.perf_counter() - t
-    t = time.perf_counter()
-    train(args.warmup + args.steps)
-    long = time.perf_counter() - t
-    return {"s_per_step": (long - short) / args.steps, "note": note}
+    stamps = []
+
+    def on_optimizer_step(*_):   # one optimizer step per training step (batch 1, no accumulation)
+        if cuda:
+            torch.cuda.synchronize()
+        stamps.append(time.perf_counter())
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    hook = register_optimizer_step_post_hook(on_optimizer_step)
+    try:
+        train(args.warmup + args.steps)
+    finally:
+        hook.remove()
+    steps = [b - a for a, b in zip(stamps[args.warmup - 1:], stamps[args.warmup:])] if args.warmup else \
+        [b - a for a, b in zip(stamps, stamps[1:])]
+    return {"s_per_step": statistics.median(steps), "note": note}
 
 
 def child(args):
@@ -154,13 +177,17 @@ def child(args):
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def _run_child(kind, args, resolution, fmt):
+def _run_child(kind, args, resolution, fmt, timeout=None):
+    """One configuration in a fresh process: its RESULT dict, or {"error": ...} (also when it ran past ``timeout`` s)."""
     cmd = [sys.executable, __file__, "--child", kind, "--resolutions", str(resolution), "--formats", fmt, "--steps",
            str(args.steps), "--warmup", str(args.warmup), "--rank", str(args.rank), "--config", args.config,
            "--base-weights", args.base_weights, "--vram", args.vram, "--gpu-weights-gb", str(args.gpu_weights_gb)] + (
         ["--card-gb", str(args.card_gb)] if args.card_gb else []) + [
         f"--{flag}" for flag in ("compile-blocks", "fp8-matmul", "memory-trace") if getattr(args, flag.replace("-", "_"))]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
     lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr or proc.stdout).strip().splitlines()[-1][:200] if (proc.stderr or proc.stdout) else
@@ -182,8 +209,8 @@ def main():
     ap.add_argument("--steps", type=int, default=6, help="timed steps after warm-up")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rank", type=int, default=16)
-    ap.add_argument("--config", default="flux-dev", help="flux-dev, flux-dev-narrow, klein-4b, klein-9b or chroma "
-                                                         "(--native: FLUX.1 only)")
+    ap.add_argument("--config", default="flux-dev", help="flux-dev, flux-dev-narrow, klein-4b, klein-9b, chroma, or "
+                                                         "the tests' tiny / klein-tiny (--native: FLUX.1 only)")
     ap.add_argument("--base-weights", default="as loaded", help="the base_weights setting: as loaded, fp8, nf4, auto")
     ap.add_argument("--vram", default="auto", help="the vram setting (tier): auto, 24 GB, 16 GB, 12 GB, 8 GB")
     ap.add_argument("--gpu-weights-gb", type=float, default=0.0, help="the gpu_weights_gb setting (0: automatic)")
@@ -199,7 +226,7 @@ def main():
     if args.child:
         args.resolution, args.format = args.resolutions[0], args.formats[0]
         return child(args)
-    if args.native and not args.config.startswith("flux-dev"):
+    if args.native and args.config not in FLUX1_CONFIGS:
         raise SystemExit("--native times ComfyUI's TrainLoraNode on FLUX.1-dev's inputs only; drop it for "
                          f"{args.config}.")
     import comfy_env

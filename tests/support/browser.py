@@ -55,6 +55,17 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def frontend_args() -> list:
+    """``--front-end-root`` for FLUXLORA_FRONTEND_ROOT (an unpacked comfyui-frontend-package's static folder: the
+    newest frontend, as tests/setup_env.sh prepares it), else nothing: the frontend that ComfyUI pins."""
+    root = os.environ.get("FLUXLORA_FRONTEND_ROOT")
+    if not root:
+        return []
+    if not (Path(root) / "index.html").is_file():
+        raise RuntimeError(f"FLUXLORA_FRONTEND_ROOT={root} holds no frontend (no index.html): run tests/setup_env.sh")
+    return ["--front-end-root", root]
+
+
 @contextlib.contextmanager
 def comfyui_server(root: Path):
     port = _free_port()
@@ -63,7 +74,7 @@ def comfyui_server(root: Path):
            "--extra-model-paths-config", str(root / "extra_model_paths.yaml"), "--output-directory", str(root / "output"),
            "--temp-directory", str(root / "temp"), "--input-directory", str(root / "input"),
            "--user-directory", str(root / "user"), "--disable-auto-launch", "--use-pytorch-cross-attention",
-           "--disable-api-nodes"]
+           "--disable-api-nodes"] + frontend_args()
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=str(root))
     url = f"http://127.0.0.1:{port}"
     try:

@@ -50,7 +50,8 @@ def boot(cpu: bool = True):
     # peft / transformers / diffusers decide once, at import, whether torchvision exists: let them see
     # the truth before the tests-only stub (needed by ComfyUI's start-up imports) goes on sys.path.
     import transformers.utils.import_utils  # noqa: F401
-    import diffusers.utils.import_utils  # noqa: F401
+    if importlib.util.find_spec("diffusers") is not None:  # tests only; the GPU bench box has no diffusers
+        import diffusers.utils.import_utils  # noqa: F401
     import peft  # noqa: F401
     if not all([_imports("torchvision"), _imports("torchaudio")]):
         sys.path.insert(0, str(SHIMS))  # tests-only stubs for whichever of the two cannot import

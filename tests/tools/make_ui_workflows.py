@@ -110,6 +110,9 @@ def main():
             graph.pop("id", None)  # a fresh id each time: keep the file stable
             (WORKFLOWS / f"{name}.json").write_text(json.dumps(graph, indent=2) + "\n")
             print("wrote", WORKFLOWS / f"{name}.json", len(graph["nodes"]), "nodes")
+    sys.path.insert(0, str(WORKFLOWS.parent / "tools"))
+    import registry
+    registry.stamp_workflows()   # the pack's Registry id and version on its nodes (Manager's install-missing)
 
 
 if __name__ == "__main__":
