@@ -43,6 +43,14 @@ def _wait_history(url, prompt_id, timeout=300):
     raise AssertionError("prompt did not finish")
 
 
+@pytest.mark.skipif(not os.environ.get("FLUXLORA_FRONTEND_ROOT"), reason="the frontend ComfyUI pins is under test")
+def test_the_server_serves_the_frontend_asked_for(server):
+    """FLUXLORA_FRONTEND_ROOT (.ci/run: the newest comfyui-frontend-package) is the frontend these tests drive."""
+    url, _ = server
+    served = urllib.request.urlopen(url + "/", timeout=10).read()
+    assert served == (Path(os.environ["FLUXLORA_FRONTEND_ROOT"]) / "index.html").read_bytes()
+
+
 def test_templates_route_lists_the_workflows(server):
     url, _ = server
     templates = _get(f"{url}/workflow_templates")

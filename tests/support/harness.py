@@ -1,6 +1,5 @@
 """Runs graphs through ComfyUI's real executor with this pack loaded as a custom node (CPU, tiny models)."""
 import asyncio
-import uuid
 from pathlib import Path
 
 import comfy_env
@@ -8,21 +7,14 @@ import comfy_env
 _STATE = {}
 
 
-class FakeServer:
-    """What PromptExecutor and ComfyUI's progress handler touch when no web server runs."""
-    client_id = None
-    last_node_id = None
-    last_prompt_id = None
-    sockets_metadata = {}
+def _headless():
+    import tiny_models  # noqa: F401  (imports the pack's selftest package by its path)
+    import importlib
+    return importlib.import_module("fluxlora_selftest.executor")
 
-    def __init__(self):
-        self.events = []
 
-    def send_sync(self, event, data, sid=None):
-        self.events.append((event, data))
-
-    def queue_updated(self):
-        pass
+class FakeServer(_headless().HeadlessServer):
+    """What PromptExecutor and ComfyUI's progress handler touch when no web server runs (selftest/executor.py)."""
 
 
 def setup(root: Path):
@@ -71,15 +63,12 @@ def loaded_pack():
 
 def run(prompt: dict):
     """Validates and executes an API-format prompt; returns (executor, server). Raises on validation errors."""
-    import execution
-    prompt_id = str(uuid.uuid4())
-    valid = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    headless = _headless()
+    prompt_id, valid = headless.validate(prompt)
     if not valid[0] or valid[3]:
         raise AssertionError(f"invalid prompt: {valid[1]} {valid[3]}")
     server = FakeServer()
-    executor = execution.PromptExecutor(server, cache_type=execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})  # ram_inactive: v0.33+
-    executor.execute(prompt, prompt_id, extra_data={}, execute_outputs=valid[2])
-    return executor, server
+    return headless.run_validated(prompt, prompt_id, valid[2], server), server
 
 
 def error_message(executor):
