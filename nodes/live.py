@@ -3,7 +3,8 @@ the chart and picking a preset fills the node's widgets.
 
 Events (``PromptServer.send_sync``): ``fluxlora.progress`` {node, step, total, loss, lr, it_s, eta_s} after each
 step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint, ``fluxlora.validation``
-{node, step, loss}, ``fluxlora.plan`` {node, text} (the VRAM plan, before encoding), ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
+{node, step, loss}, ``fluxlora.plan`` {node, text} (the VRAM plan, before encoding), ``fluxlora.warning`` {node, text}
+(e.g. a checkpoint that could not be written; training goes on), ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
 settings. Headless runs (no server) simply skip the events.
 """
 import os
@@ -56,6 +57,10 @@ class LiveRun(RunHooks):
     def on_plan(self, text):
         HISTORY[self.node]["plan"] = text
         _send("fluxlora.plan", {"node": self.node, "text": text})
+
+    def on_warning(self, text):
+        HISTORY[self.node].setdefault("warnings", []).append(text)
+        _send("fluxlora.warning", {"node": self.node, "text": text})
 
     def on_validation(self, step, loss):
         HISTORY[self.node]["validation"].append([step, float(loss)])

@@ -96,7 +96,7 @@ class FluxLoRATrain(io.ComfyNode):
         if run.sample_grid is not None:
             shown["images"] += ui.PreviewImage(run.sample_grid, cls=cls).as_dict()["images"]
         shown.update(loss=[round(v, 6) for v in run.lora.losses], checkpoints=run.checkpoints, run=[run.lora.info.run],
-                     saved=[os.path.basename(p) for p in run.saved],
+                     saved=[os.path.basename(p) for p in run.saved], warnings=list(run.warnings),
                      validation=[list(v) for v in run.lora.info.validation],
                      encoded=[{"images": run.images_encoded, "captions": run.captions_encoded,
                                "cache_hits": run.cache_hits}],

@@ -46,6 +46,17 @@ def pack_nodes(pack):
     return _Modules(f"{pack.__name__}.nodes")
 
 
+@pytest.fixture(params=["as installed", "newer stand-in"])
+def flux_code(request, monkeypatch):
+    """Runs the test twice: on the installed ComfyUI's Flux code, and with tests/support/newer_flux.py's stand-in for
+    the Flux code of newer ComfyUI releases (modulation norms and RoPE without backward unless ComfyUI's training flag
+    is set)."""
+    if request.param == "newer stand-in":
+        import newer_flux
+        newer_flux.install(monkeypatch)
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def captioners(comfy):
     """Tiny random Florence-2 and Qwen2.5-VL model folders in a registered models/captioners folder."""
@@ -57,3 +68,12 @@ def captioners(comfy):
     tiny_captioners.allow_qwen_processor_without_torchvision()  # tests only: no CPU torchvision wheel exists
     folder_paths.add_model_folder_path("captioners", str(root), is_default=True)
     return root
+
+
+@pytest.fixture(autouse=True)
+def every_progress_update(monkeypatch):
+    """Newer ComfyUI drops progress updates less than 0.1 s apart (comfy.utils.PROGRESS_THROTTLE_MIN_INTERVAL); the
+    tiny models' steps are faster than that, and tests that watch or cancel at a step need every update."""
+    import comfy.utils as comfy_utils
+    if hasattr(comfy_utils, "PROGRESS_THROTTLE_MIN_INTERVAL"):
+        monkeypatch.setattr(comfy_utils, "PROGRESS_THROTTLE_MIN_INTERVAL", 0.0)

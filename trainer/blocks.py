@@ -12,6 +12,9 @@ from ComfyUI's own ``apply_mod`` and attention. They are installed only on the *
 through ComfyUI's ``patches_replace["dit"]`` mechanism, so every other node keeps ComfyUI's
 forward. The first call of each block type is compared with ComfyUI's own block forward, so a
 ComfyUI update that changes the block math is caught instead of training a different model.
+
+Each block forward runs in ComfyUI's training mode, also when gradient checkpointing recomputes it during backward
+(outside any ``with`` of the caller): the recompute then takes the same differentiable code paths as the forward.
 """
 import functools
 from contextlib import contextmanager
@@ -22,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 import comfy.ldm.flux.layers as flux_layers
 import comfy.ldm.flux.math as flux_math
 
-from .comfy_features import foreign_attention_patches
+from .comfy_features import block_default_attention, comfy_training_mode, foreign_attention_patches
 from .rope import apply_rope
 
 # ComfyUI's modulation helper; if a ComfyUI release drops it, the pack still loads and training explains why it stops
@@ -34,6 +37,8 @@ class BlockMismatch(RuntimeError):
 
 
 def _attention(q, k, v, pe, mask, transformer_options):
+    """RoPE, then ComfyUI's attention, never a block's ``preferred_attention`` (ComfyUI after v0.33: e.g.
+    comfy-kitchen's int8 attention, which has no backward): the LoRA trains against exact attention."""
     if pe is not None:
         q, k = apply_rope(q, k, pe)
     return flux_math.optimized_attention(q, k, v, q.shape[1], skip_reshape=True, mask=mask,
@@ -131,6 +136,7 @@ class _BlockPatch:
         self.compile_forward = compile_forward
 
     def _run(self, fn, *tensors):
+        fn = functools.partial(_in_training_mode, fn)   # also the recompute in backward, which runs outside any with
         if self.checkpointing and torch.is_grad_enabled():
             return checkpoint(fn, *tensors, use_reentrant=False)
         return fn(*tensors)
@@ -151,14 +157,21 @@ class _BlockPatch:
 
     def _check(self, fn, args, extra, names, inputs):
         """Our forward against ComfyUI's own block on the same inputs: no gradients, LoRA dropout off and the random
-        streams untouched, so the check never changes what is trained."""
+        streams untouched, so the check never changes what is trained. Both run in ComfyUI's training mode and with
+        ComfyUI's normal attention (not the block's int8 one, where newer ComfyUI has one): like with like."""
         device = inputs[0].device
-        with torch.no_grad(), _dropout_off(self.block), torch.random.fork_rng(
-                devices=[device] if device.type == "cuda" else []):
+        with torch.no_grad(), comfy_training_mode(), _dropout_off(self.block), block_default_attention(self.block), \
+                torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             copies = [t.detach().clone() if i < len(names) else t for i, t in enumerate(inputs)]
             ours = fn(*copies)
             ref = extra["original_block"]({**args, **{n: t.detach().clone() for n, t in zip(names, inputs)}})
         _verify(f"a {self.kind} block", ours if isinstance(ours, tuple) else (ours,), tuple(ref[n] for n in names))
+
+
+def _in_training_mode(fn, *tensors):
+    """``fn(*tensors)`` in ComfyUI's training mode: checkpoint calls it again for the recompute in backward."""
+    with comfy_training_mode():
+        return fn(*tensors)
 
 
 @contextmanager
@@ -175,9 +188,10 @@ def _dropout_off(module):
             m.train()
 
 
-def install_training_blocks(patcher, checkpointing: bool, compile_forward: bool = False):
-    """Routes every double/single block of ``patcher`` (a training clone) through the forwards above (``compile_forward``:
-    through their ``torch.compile``d versions)."""
+def check_trainable_blocks(patcher):
+    """Refuses a MODEL whose blocks the training forward cannot stand in for (ComfyUI's Flux code changed, another
+    node's block or attention patches, an unknown block layout). It depends on the MODEL alone, so train_run checks
+    before any encoding; :func:`install_training_blocks` checks again for callers that come straight to it."""
     dm = patcher.model.diffusion_model
     if apply_mod is None:
         raise BlockMismatch("This ComfyUI no longer has comfy.ldm.flux.layers.apply_mod, which the training forward of "
@@ -196,6 +210,13 @@ def install_training_blocks(patcher, checkpointing: bool, compile_forward: bool 
     for block in list(dm.double_blocks) + list(dm.single_blocks):
         if getattr(block, "flipped_img_txt", False) or getattr(block, "yak_mlp", False):
             raise ValueError("Unsupported Flux block layout (flipped img/txt streams or Ovis-style MLPs).")
+
+
+def install_training_blocks(patcher, checkpointing: bool, compile_forward: bool = False):
+    """Routes every double/single block of ``patcher`` (a training clone) through the forwards above (``compile_forward``:
+    through their ``torch.compile``d versions)."""
+    check_trainable_blocks(patcher)
+    dm = patcher.model.diffusion_model
     pending = {"double": True, "single": True}  # the first call of each block type is checked against ComfyUI's
     for i, block in enumerate(dm.double_blocks):
         patcher.set_model_patch_replace(_BlockPatch(block, "double", checkpointing, pending, compile_forward), "dit", "double_block", i)

@@ -66,6 +66,14 @@ def lora_file_name(run: Path, step: int, best: bool = False) -> Path:
     return run / f"{run.name}_{'best_' if best else ''}step{step:06d}.safetensors"
 
 
+def lora_files(run: Path) -> list:
+    """(step, path) of the run's checkpoint LoRA files (not the best-validation ones), the latest step first."""
+    pattern = re.compile(re.escape(run.name) + r"_step(\d{6})\.safetensors")
+    found = [(int(m.group(1)), run / m.group(0)) for m in (pattern.fullmatch(p.name) for p in run.glob("*.safetensors"))
+             if m]
+    return sorted(found, reverse=True)
+
+
 def model_identity(model) -> str:
     """Identifies the base weights and the LoRAs stacked on them (sampled bytes of a few tensors; original weights
     where ComfyUI patched them in place)."""

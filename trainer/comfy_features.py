@@ -15,8 +15,10 @@ BLOCK_ATTENTION_PATCHES = ("attn1_patch", "attn1_output_patch")
 def comfy_training_mode():
     """Sets ``comfy.model_management.in_training`` (ComfyUI >= 0.14) while the training forward and backward run, as
     ComfyUI's own trainer does: ComfyUI then takes its differentiable code paths (e.g. Flux RoPE in pure torch instead
-    of comfy-kitchen's kernel). Restored on exit, so sampling (checkpoint previews, other nodes) uses the fast paths.
-    Older ComfyUI has no such flag; nothing is set there."""
+    of comfy-kitchen's kernel; after v0.33 also the modulation norms instead of the fused ``adaln`` kernel, which has
+    no backward). The trainer's differentiated forwards enter it themselves (predict.py, blocks.py, rope.py), so no
+    caller has to. Restored on exit to what it was (nested uses are safe), so sampling (checkpoint previews, other
+    nodes) uses the fast paths. Older ComfyUI has no such flag; nothing is set there."""
     if not hasattr(mm, "in_training"):
         yield
         return
@@ -26,6 +28,26 @@ def comfy_training_mode():
         yield
     finally:
         mm.in_training = previous
+
+
+@contextmanager
+def block_default_attention(block):
+    """ComfyUI after v0.33 gives each Flux block a ``ComfyAttention`` (``block.comfy_attention``) that its forward hands
+    to attention as ``preferred_attention``: where a model file selects one (comfy-kitchen's int8 attention, which
+    approximates attention and has no backward), its ``function`` replaces ComfyUI's attention in that block. For the
+    duration the block's own forward uses ComfyUI's normal attention, the one the training forward uses, so the
+    two can be compared exactly; restored on exit, so sampling keeps the model's choice. Blocks without one (ComfyUI
+    up to v0.33) are left alone."""
+    preferred = getattr(block, "comfy_attention", None)
+    function = getattr(preferred, "function", None)
+    if function is None:
+        yield
+        return
+    preferred.function = None
+    try:
+        yield
+    finally:
+        preferred.function = function
 
 
 def foreign_attention_patches(model_options: dict) -> list:

@@ -266,6 +266,12 @@ def save_to_loras(lora, prefix: str, fmt: str = "kohya", precision: str = "bf16"
     folder = folder_paths.get_folder_paths("loras")[0]
     title = os.path.basename(prefix.strip().replace("\\", "/"))
     data = lora_file_bytes(lora, fmt, precision, trigger_word, title=title)
-    path = write_new_file(folder, prefix, lora.info.steps_done, data)
+    try:
+        path = write_new_file(folder, prefix, lora.info.steps_done, data)
+    except OSError as e:   # a full disk or a read-only folder: say where, and what to do
+        raise OSError(e.errno, f"The LoRA ({len(data) / 1e6:.1f} MB) could not be written into {folder} "
+                               f"({e.strerror or e}); nothing was saved. Free disk space there (or make the folder "
+                               "writable) and queue again: ComfyUI normally reuses the train node's cached result, so "
+                               "only the save runs again.") from e
     folder_paths.filename_list_cache.pop("loras", None)
     return os.path.relpath(path, folder).replace(os.sep, "/"), len(data)

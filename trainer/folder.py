@@ -175,7 +175,9 @@ def _scan(path: Path, ext: str):
 def _controls(path: Path, files: list, control_folder: str, roots, ext: str, allow_outside: bool):
     """(target files, {stem: control file}, problems): the Kontext pairs of a folder (none: every file a target)."""
     if control_folder.strip():
-        control_files, _, _ = _scan(resolve_folder(control_folder.strip(), roots, allow_outside), ext)
+        control_path = resolve_folder(control_folder.strip(), roots, allow_outside)
+        pairs.check_control_folder(path, control_path, control_folder.strip())
+        control_files, _, _ = _scan(control_path, ext)
         controls, orphans = pairs.match_controls(files, control_files)
         if not controls:
             raise ValueError(f"DatasetLoader: no image in the control folder '{control_folder}' has the name of an image "
@@ -259,6 +261,9 @@ def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MOD
             except Exception as e:  # unreadable, corrupt, too large: this pair only
                 problems.append(f"{file.name}: its control image {controls[file.stem].name} cannot be read "
                                 f"({type(e).__name__}: {e}) - skipped")
+                continue
+            if control_digest == digest:   # the same file (a link) or a copy: no edit to learn
+                problems.append(pairs.same_image_problem(file.name, controls[file.stem].name))
                 continue
             if abs(control_size[0] / control_size[1] - w / h) > 0.01:
                 notes.append(f"{controls[file.stem].name}: {control_size[0]}x{control_size[1]} has another shape than "

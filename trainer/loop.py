@@ -14,6 +14,7 @@ import comfy.utils
 from . import checkpoint, lora_init, objective
 from .blocks import install_training_blocks
 from .comfy_features import comfy_training_mode
+from .divergence import WeightsBefore, finite_prediction
 from .examples import collate, collate_references, epoch_batches
 from .export import lora_file_bytes
 from .files import write_replacing
@@ -54,6 +55,10 @@ class TrainingHooks:
 
     def on_saved(self, step: int, path: str):
         """A checkpoint's LoRA file was written."""
+
+    def on_warning(self, text: str):
+        """Something the user should know that does not stop the run (it is logged too), e.g. a checkpoint that could
+        not be written."""
 
     def on_interrupt(self, partial: TrainedLoRA):
         """Cancel arrived after at least one finished step: the LoRA of the finished steps, before the interruption
@@ -213,14 +218,62 @@ class _Checkpoints:
             setattr(self.stopper, key, value)
 
 
-def _diverged(settings, state, saved_path):
+def _diverged(settings, state, kept: str):
+    """The error that stops a diverged run; ``kept`` says which LoRA was kept (see :func:`_keep_on_divergence`)."""
     last_good = state.step - state.bad_in_a_row
     return TrainingDiverged(
         f"Training diverged: the loss or its gradients were not finite for {state.bad_in_a_row} steps in a row (steps "
         f"{last_good + 1}-{state.step}); those steps were skipped and the run stopped. Lower the learning rate (now "
         f"{settings.learning_rate:g}) or the LoRA scale alpha/rank (now {settings.effective_alpha:g}/{settings.rank}), "
-        f"or clip gradients (max_grad_norm, now {settings.max_grad_norm:g})."
-        + (f" The LoRA of the last good step ({last_good}) is saved as {saved_path}." if saved_path else ""))
+        f"or clip gradients (max_grad_norm, now {settings.max_grad_norm:g})." + kept)
+
+
+def _keep_on_divergence(model, patcher, before: WeightsBefore, checkpoints, state: TrainState, example) -> str:
+    """Keeps a LoRA of the diverged run that can still be used and says which, as a sentence of the message ('' without
+    a run folder). The weights of the last step with a finite loss came out of the update that started the divergence
+    and may already overflow the model, so the candidates are the weights from before that update, then the run's
+    checkpoint files, latest first; each is kept only if one forward of the MODEL with it is finite."""
+    if checkpoints.run is None:
+        return ""
+    patcher.eject_model()   # the check applies the LoRA to the MODEL as a plain patch, as LoraLoader does
+    if before.step:   # a copy from after at least one update (step 0 would be a LoRA that changes nothing)
+        before.restore()
+        if finite_prediction(model, checkpoints.lora.comfy_state_dict(), example):
+            path = _save_quietly(checkpoints, state, before.step)
+            if not path:
+                return (f" The LoRA from before the update that started it (step {before.step}) gives finite output, "
+                        "but it could not be saved (see the log).")
+            return (f" The LoRA from before the update that started it (step {before.step}) gives finite output on "
+                    f"this MODEL and is saved as {path}.")
+    limit = before.step if before.step is not None else state.step - state.bad_in_a_row + 1
+    for step, path in checkpoint.lora_files(checkpoints.run.path):
+        if step < limit and finite_prediction(model, comfy.utils.load_torch_file(str(path), safe_load=True), example):
+            return (f" The weights from before the update that started it already overflow this MODEL's output; the "
+                    f"latest checkpoint that does not is step {step}: {path}.")
+    return (" No LoRA was kept: the weights of the steps before it already overflow this MODEL's output (samples "
+            "would be black). Start a new run with the lower setting.")
+
+
+def _save_or_warn(hooks: TrainingHooks, folder, step: int, save, last: bool) -> Optional[str]:
+    """Runs ``save`` (writes a file of step ``step`` into the run ``folder``, returns its path; ``last``: a save at the
+    end of the run). A file that cannot be written (a full disk, a read-only folder) does not end the run: files.py
+    leaves no partial file behind, the files written before are whole, and the LoRA in memory still reaches the node's
+    output. So it is skipped with a warning, in the log and on the node."""
+    try:
+        path = save()
+    except OSError as e:
+        reason = e.strerror or str(e)
+        warning = (f"Flux LoRA Train: the LoRA of step {step} could not be written into its run folder {folder} "
+                   f"({reason}). It is still this node's output: save it with Save Flux LoRA where there is room (free "
+                   "disk space first)." if last else
+                   f"Flux LoRA Train: the checkpoint of step {step} could not be written into {folder} ({reason}); it "
+                   "is skipped and training goes on. Free disk space there for the next checkpoints (the files saved "
+                   "before are whole).")
+        logging.warning(warning)
+        hooks.on_warning(warning)
+        return None
+    hooks.on_saved(step, path)
+    return path
 
 
 def _gradient_batches(patcher, examples, settings, device):
@@ -271,6 +324,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
             scheduler = make_scheduler(settings.scheduler, optimizer, settings.warmup_steps, settings.steps)
             state, stopper = TrainState(), EarlyStopping(settings.early_stopping_patience, settings.early_stopping_min_delta)
             checkpoints = _Checkpoints(run, info, lora, optimizer, scheduler, noise_gen, stopper, device)
+            before = WeightsBefore(params)   # what a divergence falls back to
             if resume is not None:
                 checkpoints.restore(resume, state)
                 state.stopped_early = False  # resuming is asking for more steps
@@ -313,6 +367,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     state.step += 1
                     done = state.step
                     if math.isfinite(loss_value) and math.isfinite(norm_value):
+                        before.take(done - 1)
                         optimizer.step()
                         state.losses.append(loss_value)
                         state.learning_rates.append(lr)
@@ -323,9 +378,9 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                         logging.warning(f"Flux LoRA Train: step {done} skipped, its loss or gradients are not finite")
                     optimizer.zero_grad(set_to_none=True)
                     scheduler.step()
-                    if state.bad_in_a_row >= MAX_BAD_STEPS:  # the weights are still those of the last good step
+                    if state.bad_in_a_row >= MAX_BAD_STEPS:
                         raise _diverged(settings, state,
-                                        _save_quietly(checkpoints, state, state.step - state.bad_in_a_row))
+                                        _keep_on_divergence(model, patcher, before, checkpoints, state, examples[0]))
                     last = done == settings.steps
                     if validation is not None and (done % settings.validation_every == 0 or last):
                         with comfy_training_mode():
@@ -336,8 +391,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                             state.best_weights = lora.comfy_state_dict()
                         hooks.on_validation(done, val)
                     if (run is not None and settings.save_every and done % settings.save_every == 0 and not last
-                            and not state.stopped_early):
-                        hooks.on_saved(done, checkpoints.save(state))
+                            and not state.stopped_early and state.bad_in_a_row == 0):  # a skipped step changed nothing
+                        _save_or_warn(hooks, run.path, done, lambda: checkpoints.save(state), last=False)
                     preview = None
                     every = hooks.checkpoint_every
                     if every > 0 and (done % every == 0 or last or state.stopped_early):
@@ -357,15 +412,15 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     hooks.on_interrupt(checkpoints.result(state))
                 raise
             if run is not None:
-                hooks.on_saved(state.step, checkpoints.save(state))
+                _save_or_warn(hooks, run.path, state.step, lambda: checkpoints.save(state), last=True)
             result = checkpoints.result(state)
             if settings.output_lora == "best validation" and state.best_weights is not None:
                 best = TrainedLoRA(state.best_weights, replace(result.info, steps_done=stopper.best_step),
                                    result.losses, result.learning_rates)
                 if run is not None:
-                    path = checkpoint.lora_file_name(run.path, stopper.best_step, best=True)
-                    write_replacing(str(path), lora_file_bytes(best, "kohya", "bf16"))
-                    hooks.on_saved(stopper.best_step, str(path))
+                    path = str(checkpoint.lora_file_name(run.path, stopper.best_step, best=True))
+                    _save_or_warn(hooks, run.path, stopper.best_step,
+                                  lambda: write_replacing(path, lora_file_bytes(best, "kohya", "bf16")) or path, last=True)
                 result = best
     return result
 

@@ -90,6 +90,22 @@ def trainable_count(diffusion_model, settings: LoraSettings) -> int:
     return total
 
 
+def dense_weights_problem(diffusion_model, settings: LoraSettings) -> str:
+    """Why these adapters cannot train on the weights this MODEL stores ('' if they can). DoRA and the PiSSA / OLoRA /
+    LoRA-GA inits compute with the base weights themselves, which a quantized MODEL (fp8 weight_dtype, ...) does not
+    hold in a float format. It depends on the MODEL and the settings alone, so train_run asks before any encoding."""
+    if not (settings.use_dora or settings.moves_base_weight):
+        return ""
+    what = "DoRA" if settings.use_dora else f"init '{settings.init}'"
+    names = model_target_names(settings.targets, settings.blocks, diffusion_model)
+    bad = {str(diffusion_model.get_submodule(n).weight.dtype) for n in names
+           if diffusion_model.get_submodule(n).weight.dtype not in (torch.float32, torch.bfloat16, torch.float16)}
+    if not bad:
+        return ""
+    return (f"{what} needs unquantized base weights, but this MODEL stores {', '.join(sorted(bad))}. Load the model "
+            f"with weight_dtype 'default' or turn {what} off.")
+
+
 class FluxLoRA:
     """The trainable adapters. ``attach``/``detach`` swap the peft wrappers in and out of the model."""
 
@@ -98,13 +114,9 @@ class FluxLoRA:
         self.settings = settings
         self.device = device
         self.names = model_target_names(settings.targets, settings.blocks, diffusion_model)
-        if settings.use_dora or settings.moves_base_weight:
-            what = "DoRA" if settings.use_dora else f"init '{settings.init}'"
-            bad = {str(diffusion_model.get_submodule(n).weight.dtype) for n in self.names
-                   if diffusion_model.get_submodule(n).weight.dtype not in (torch.float32, torch.bfloat16, torch.float16)}
-            if bad:
-                raise ValueError(f"{what} needs unquantized base weights, but this MODEL stores {', '.join(sorted(bad))}. "
-                                 f"Load the model with weight_dtype 'default' or turn {what} off.")
+        problem = dense_weights_problem(diffusion_model, settings)
+        if problem:
+            raise ValueError(problem)
         before = set(vars(diffusion_model))
         inject_adapter_in_model(_peft_config(settings, self.names), diffusion_model, adapter_name=ADAPTER)
         for attr in set(vars(diffusion_model)) - before:  # peft notes its config on the model: not on a shared one

@@ -8,6 +8,7 @@ import torch
 from peft import LoraGAConfig
 
 from .lora import ADAPTER
+from .targets import model_target_names
 
 LORA_GA_BATCHES = 8                      # batches whose gradients LoRA-GA's initialisation is aligned with
 LORA_GA_GROUP_BYTES = 2 * 1024 ** 3      # float32 weight gradients held at once; more layers -> more passes
@@ -64,10 +65,37 @@ def estimate_weight_gradients(layers: dict, run_batches, budget: int = LORA_GA_G
     return grads
 
 
+def lora_ga_rank_problem(widths: dict, rank: int) -> str:
+    """Why LoRA-GA cannot start at ``rank`` on layers of these ``{name: (in_features, out_features)}`` ('' if it can).
+    LoRA-GA splits 2 x rank singular directions of each layer's gradient between A and B, and a layer's gradient has no
+    more directions than its narrower side; PiSSA and OLoRA need only rank of them and peft caps those per layer."""
+    name = min(widths, key=lambda n: min(widths[n]))
+    width = min(widths[name])
+    if 2 * rank <= width:
+        return ""
+    return (f"init 'lora_ga' takes 2 x rank = {2 * rank} directions from each targeted layer's gradient, but {name} is "
+            f"only {width} wide ({widths[name][0]} in, {widths[name][1]} out). Set rank to {width // 2} or less, or use "
+            "init 'pissa' or 'olora' (they cap the rank per layer).")
+
+
+def rank_problem(diffusion_model, settings) -> str:
+    """:func:`lora_ga_rank_problem` for the layers ``settings`` (LoraSettings) target in a ComfyUI diffusion model;
+    '' for the other inits. Depends on the MODEL and the settings alone: train_run asks before any encoding."""
+    if settings.init != "lora_ga":
+        return ""
+    layers = {n: diffusion_model.get_submodule(n) for n in model_target_names(settings.targets, settings.blocks,
+                                                                                diffusion_model)}
+    return lora_ga_rank_problem({n: (l.in_features, l.out_features) for n, l in layers.items()}, settings.rank)
+
+
 def initialize(lora, method: str, run_batches=None) -> float:
     """Initialises every adapter layer with ``method`` ('pissa', 'olora' or 'lora_ga'; the latter runs
     ``run_batches`` to estimate gradients) and adds the frozen offset. Returns the seconds it took."""
     start = time.perf_counter()
+    problem = (lora_ga_rank_problem({n: (l.in_features, l.out_features) for n, l in lora.layers.items()},
+                                    lora.settings.rank) if method == "lora_ga" else "")
+    if problem:   # before the gradient passes: peft's init would fail on the narrow layer after them
+        raise ValueError(problem)
     grads = estimate_weight_gradients(lora.layers, run_batches) if method == "lora_ga" else {}
     initial = {}
     for name, layer in lora.layers.items():

@@ -110,11 +110,12 @@ def tier_bytes(tier: str) -> int:
 
 def make_plan(facts: ModelFacts, *, tier: str, base_weights: str, gpu_weights_gb: float, image_tokens: int, batch: int,
               checkpointing: bool, trainable_params: int, available: int, free_ram: int, on_gpu: bool,
-              dense_only: bool = False) -> Plan:
+              dense_only: bool = False, nf4_available: bool = True) -> Plan:
     """Chooses the base weight format (when 'auto') and how much of it stays in VRAM, and checks that the run fits.
 
     ``available``: VRAM bytes the run can have (free + what ComfyUI can unload); ``free_ram``: system RAM bytes free.
     ``dense_only``: the adapter needs the unquantized weights (DoRA, PiSSA-style inits): 'auto' keeps them as loaded.
+    ``nf4_available``: bitsandbytes imports here; without it 'auto' never picks NF4.
     Raises :class:`NotEnoughMemory` with what to change when it cannot fit."""
     budget = available if tier == "auto" else min(available, tier_bytes(tier)) if on_gpu else tier_bytes(tier)
     usable = budget - RESERVED_BYTES if on_gpu or tier != "auto" else None
@@ -130,7 +131,7 @@ def make_plan(facts: ModelFacts, *, tier: str, base_weights: str, gpu_weights_gb
     if base_weights == "auto" and dense_only:
         fmt, reason = "as loaded", "Kept as loaded: DoRA and the PiSSA / OLoRA / LoRA-GA inits need unquantized weights."
     elif base_weights == "auto":
-        fmt, reason = _choose_format(facts, cost, usable)
+        fmt, reason = _choose_format(facts, cost, usable, nf4_available)
     else:
         fmt, reason = base_weights, f"base_weights '{base_weights}' as set."
     w, o = cost(fmt)
@@ -171,12 +172,12 @@ def make_plan(facts: ModelFacts, *, tier: str, base_weights: str, gpu_weights_gb
     return Plan(tier, budget, fmt, w, gpu, o, reason)
 
 
-def _choose_format(facts, cost, usable):
+def _choose_format(facts, cost, usable, nf4_available=True):
     loaded = facts.loaded_format
     for fmt, why in (("as loaded", f"the {loaded} weights as loaded fit"),
                      ("fp8", "fp8 base weights fit (bf16 would not)"),
                      ("nf4", "NF4 base weights (QLoRA) fit (fp8 would not)")):
-        if fmt == "fp8" and loaded == "fp8":
+        if (fmt == "fp8" and loaded == "fp8") or (fmt == "nf4" and not nf4_available):
             continue
         w, o = cost(fmt)
         if w + o <= usable:
@@ -197,6 +198,20 @@ def available_memory(device) -> tuple:
     return mm.get_free_memory(device) + held, ram
 
 
+def _bitsandbytes_checked(settings, base_weights: str) -> bool:
+    """Refuses NF4 / adamw8bit where bitsandbytes does not import; whether 'auto' may pick NF4."""
+    from .optional_packages import bitsandbytes_error, bitsandbytes_refusal
+    if settings.optimizer != "adamw8bit" and base_weights not in ("nf4", "auto"):
+        return True   # nothing here needs it: not even imported
+    missing = bool(bitsandbytes_error())
+    if missing and settings.optimizer == "adamw8bit":
+        raise ValueError(bitsandbytes_refusal("optimizer 'adamw8bit'", "choose optimizer 'adamw' or 'adafactor'"))
+    if missing and base_weights == "nf4":
+        raise ValueError(bitsandbytes_refusal("base_weights 'nf4'", "choose base_weights 'fp8' or 'auto' (which "
+                                              "streams fp8 weights from RAM where NF4 would have been needed)"))
+    return not missing
+
+
 def plan_run(model, settings, image_tokens: int) -> Plan:
     """The plan for training ``model`` (a ComfyUI MODEL) with ``settings`` on images of up to ``image_tokens``."""
     from .lora import trainable_count
@@ -207,12 +222,16 @@ def plan_run(model, settings, image_tokens: int) -> Plan:
                          f"{device} has none: turn fp8_matmul off.")
     available, ram = available_memory(device)
     base_weights = "fp8" if settings.fp8_matmul else settings.base_weights   # auto or fp8 (the settings check)
+    on_gpu = torch.device(device).type != "cpu"
+    # 'auto' can pick NF4 only where a limit applies (a GPU, or a tier): only then is bitsandbytes imported for it
+    nf4_available = _bitsandbytes_checked(settings, base_weights if on_gpu or settings.vram != "auto" or
+                                          base_weights != "auto" else "as loaded")
     plan = make_plan(model_facts(model), tier=settings.vram, base_weights=base_weights,
                      gpu_weights_gb=settings.gpu_weights_gb, image_tokens=image_tokens, batch=settings.batch_size,
                      checkpointing=settings.gradient_checkpointing,
                      trainable_params=trainable_count(model.model.diffusion_model, settings.lora),
-                     available=available, free_ram=ram, on_gpu=torch.device(device).type != "cpu",
-                     dense_only=settings.use_dora or settings.lora.moves_base_weight)
+                     available=available, free_ram=ram, on_gpu=on_gpu,
+                     dense_only=settings.use_dora or settings.lora.moves_base_weight, nf4_available=nf4_available)
     if settings.fp8_matmul and settings.base_weights == "auto":
         plan = replace(plan, reason="fp8 base weights: fp8_matmul multiplies by them in fp8.")
     return plan

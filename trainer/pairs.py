@@ -1,6 +1,7 @@
 """Paired datasets for FLUX.1 Kontext edit LoRAs: each target image has a control image (the "before"), matched by
 file name — ``name.png`` in a control folder, or ``name_control.png`` next to ``name.png`` in the dataset folder. The
 caption is the edit instruction."""
+import os
 from pathlib import Path
 
 CONTROL_SUFFIX = "_control"
@@ -39,3 +40,19 @@ def describe(control_folder: str, name: str) -> str:
     stem = Path(name).stem
     return (f"expected {stem}.* in {control_folder}" if control_folder
             else f"expected {stem}{CONTROL_SUFFIX}.* next to it")
+
+
+def check_control_folder(folder: Path, control_folder: Path, given: str):
+    """Refuses a control folder that is the image folder itself: every image would be its own control, and an edit LoRA
+    trained on such pairs learns to change nothing."""
+    if os.path.samefile(folder, control_folder):
+        raise ValueError(f"DatasetLoader: the control folder '{given}' is the image folder itself, so every image would "
+                         "be its own control. The control folder must hold the 'before' images, each with the file "
+                         "name of its edited image in the dataset folder (001.png for 001.png); or leave "
+                         f"control_folder empty and put each one next to its image as name{CONTROL_SUFFIX}.png.")
+
+
+def same_image_problem(target: str, control: str) -> str:
+    """The report line for a pair whose control image is the target image (the same file, or the same content)."""
+    return (f"{target}: its control image {control} is the same image, so the pair shows no edit - skipped (the "
+            "control must be the 'before' image)")

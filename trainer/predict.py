@@ -4,10 +4,18 @@ Calling the diffusion model directly (instead of ``apply_model``, which returns 
 without dividing by sigma. Inputs are cast exactly as ``_apply_model`` casts them, and each family gets the inputs its
 ComfyUI model class gives it at inference (``extra_conds``): FLUX.1 the CLIP-L pooled vector and distilled guidance,
 FLUX.2 guidance only on dev, Chroma a guidance input of 0. Text features come as the model reads them
-(:func:`model_context`, applied once when captions are encoded)."""
+(:func:`model_context`, applied once when captions are encoded).
+
+The prediction is made in ComfyUI's training mode (:func:`comfy_training_mode`), whoever calls it: ComfyUI >= 0.14
+computes Flux RoPE, and ComfyUI after v0.33 also the modulation norms, with comfy-kitchen kernels that have no backward
+unless that mode is set, and the parts of the forward that gradient checkpointing does not recompute (the final
+layer, the embedders) are recorded for backward here and now. Sampling never comes here (it goes through ComfyUI's
+sampler) and keeps ComfyUI's fast paths."""
 import torch
 
 import comfy.model_base
+
+from .comfy_features import comfy_training_mode
 
 
 def model_context(base, context: torch.Tensor) -> torch.Tensor:
@@ -42,6 +50,7 @@ def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, refe
         kwargs["guidance"] = torch.full((xt.shape[0],), float(guidance), device=device, dtype=dtype)
     if reference is not None:
         kwargs["ref_latents"] = [reference.to(device=device, dtype=dtype)]
-    out = dm(xt.to(dtype), model_sampling.timestep(sigmas.to(device)).float(),
-             context=context.to(device=device, dtype=dtype), transformer_options=options, **kwargs)
+    with comfy_training_mode():
+        out = dm(xt.to(dtype), model_sampling.timestep(sigmas.to(device)).float(),
+                 context=context.to(device=device, dtype=dtype), transformer_options=options, **kwargs)
     return out.float()

@@ -1,6 +1,7 @@
 """One training run as the train node starts it: check the MODEL, encode the dataset once (through the on-disk cache),
 move the encoders out of VRAM, train with samples at checkpoints, and assemble what the node outputs."""
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -15,16 +16,19 @@ from .cache import EncodingCache, NoCache
 from .dataset import is_paired
 from .examples import Encoder, sources_from_dataset
 from .assistant import with_assistant
-from .blocks import compile_problem
+from .blocks import check_trainable_blocks, compile_problem
 from .flux_model import check_clip, check_schnell, check_vae, flux_info
 from .images import to_pil
 from .loop import RunFolder, TrainingHooks, train_flux_lora
+from .lora import dense_weights_problem
+from .lora_init import rank_problem
 from .memory_plan import Plan, plan_run
 from .plot import loss_curve_image
 from .preservation import Preservation
 from .result import TrainedLoRA
 from .sampling import PromptSet, SampleSettings, labelled_grid, render
 from .settings import TrainSettings, resumable_names
+from .sysmem import SpillWatch, fallback_advice, spills_silently
 from .validation import ValidationSet, split_indices
 from .vram import release
 
@@ -47,6 +51,10 @@ class RunHooks:
     def on_saved(self, step: int, path: str):
         """A checkpoint's LoRA file was written (it is in the LoRA list)."""
 
+    def on_warning(self, text: str):
+        """Something to show on the node that does not stop the run (also logged), e.g. a checkpoint that could not be
+        written."""
+
     def on_interrupt(self, partial: TrainedLoRA):
         """The run was cancelled after at least one step: the LoRA of the finished steps."""
 
@@ -59,6 +67,7 @@ class RunOutputs:
     sample_grid: Optional[torch.Tensor]  # (1, H, W, 3), one row per checkpoint; None without sample settings
     checkpoints: list = field(default_factory=list)   # steps with samples
     saved: list = field(default_factory=list)         # LoRA files written into the run folder
+    warnings: list = field(default_factory=list)      # what the run warned about (e.g. checkpoints not written)
     images_encoded: int = 0
     captions_encoded: int = 0
     cache_hits: int = 0
@@ -71,30 +80,55 @@ class _CheckpointSamples(TrainingHooks):
     def __init__(self, hooks: RunHooks, model, vae, prompts: Optional[PromptSet]):
         self.hooks, self.model, self.vae, self.prompts = hooks, model, vae, prompts
         self.checkpoint_every = prompts.settings.every_n_steps if prompts is not None else 0
-        self.rows, self.steps, self.saved = [], [], []
+        self.rows, self.steps, self.saved, self.warnings = [], [], [], []
+        self.spill_watch = SpillWatch() if spills_silently(model.load_device) else None   # Windows + CUDA
+        self.last_step = None
 
     def on_step(self, step, total, loss, lr):
+        now = time.perf_counter()
+        if self.spill_watch is not None and self.last_step is not None:
+            warning = self.spill_watch.step(now - self.last_step)
+            if warning:
+                logging.warning(warning)
+        self.last_step = now
         self.hooks.on_step(step, total, loss, lr)
 
     def on_interrupt(self, partial):
         self.hooks.on_interrupt(partial)
 
     def on_validation(self, step, loss):
+        self.last_step = None   # the next interval includes the validation: not a step time
         self.hooks.on_validation(step, loss)
 
     def on_saved(self, step, path):
         self.saved.append(path)
         self.hooks.on_saved(step, path)
 
+    def on_warning(self, text):
+        self.warnings.append(text)
+        self.hooks.on_warning(text)
+
     def on_checkpoint(self, step, weights):
         self.rows.append(self.prompts.row(render(self.model, self.vae, self.prompts, weights)))
         self.steps.append(step)
         grid = to_pil(labelled_grid(self.rows[-1:], [f"step {step}"]))
         self.hooks.on_samples(step, grid)
+        self.last_step = None   # sampling took time: the next interval is not a step time
         return grid
 
     def grid(self):
         return labelled_grid(self.rows, [f"step {s}" for s in self.steps]) if self.rows else None
+
+
+def _check_adapters(model, settings: TrainSettings):
+    """Refuses adapters this MODEL cannot train (DoRA or a PiSSA-style init on quantized weights, a LoRA-GA rank wider
+    than a layer) and blocks the training forward cannot stand in for. These depend on the MODEL and the settings
+    alone: checked here, before any encoding, not when the adapters are built after it."""
+    dm = model.model.diffusion_model
+    for problem in (dense_weights_problem(dm, settings.lora), rank_problem(dm, settings.lora)):
+        if problem:
+            raise ValueError(problem)
+    check_trainable_blocks(model)
 
 
 def _resume(runs_root, resume: str, identity: dict, settings: TrainSettings):
@@ -140,12 +174,16 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                          "to 'regularization images'" + (" (a dataset is connected but preservation is "
                                                           f"'{settings.preservation}')." if regularization is not None
                                                           else " (no dataset is connected)."))
+    _check_adapters(model, settings)
     image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16) * (2 if im.control is not None else 1)  # Kontext:
                        for im in dataset.images + (regularization.images if regularization else ()))  # + reference
     plan = plan_run(model, settings, image_tokens)   # refuses a run that cannot fit, before any encoding
     trained_model = with_assistant(model, settings.assistant_lora.strip()) if settings.assistant_lora.strip() else model
+    advice = fallback_advice(plan, model.load_device)   # Windows: a run near the card's size may spill silently
     logging.info(f"Flux LoRA Train: {plan.describe()}")
-    hooks.on_plan(plan.describe())
+    if advice:
+        logging.warning(f"Flux LoRA Train: {advice}")
+    hooks.on_plan(plan.describe() + (f" {advice}" if advice else ""))
     train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
     identity = {"dataset": dataset.fingerprint() + (regularization.fingerprint() if regularization else ""),
                 "model": checkpoint.model_identity(model), "settings": settings.as_dict(),
@@ -189,5 +227,6 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     model_with_lora, _ = comfy.sd.load_lora_for_models(model, None, dict(lora), 1.0, 0)
     return RunOutputs(lora=lora, model=model_with_lora, loss_curve=curve, sample_grid=loop_hooks.grid(),
                       checkpoints=list(loop_hooks.steps), saved=list(loop_hooks.saved),
+                      warnings=list(loop_hooks.warnings),
                       images_encoded=encoder.images_encoded, captions_encoded=encoder.captions_encoded,
                       cache_hits=cache.hits, plan=plan)

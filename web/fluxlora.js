@@ -107,9 +107,11 @@ function draw(node) {
   ctx.fillText(lrHi.toExponential(1), W - pad.r + 2, pad.t + 8);
   const last = r.steps[r.steps.length - 1];
   const lastVal = val.length ? ` · val ${val[val.length - 1][1].toFixed(4)}` : "";
-  widget.info.title = r.plan ?? ""; // the VRAM plan, on hover
+  const warnings = r.warnings ?? []; // e.g. checkpoints that could not be written: on hover with the VRAM plan
+  widget.info.title = [r.plan ?? "", ...warnings].filter(Boolean).join("\n");
   widget.info.textContent = `step ${last}/${r.total} · loss ${r.loss[r.loss.length - 1].toFixed(4)}${lastVal} · ` +
-    `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}`;
+    `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}` +
+    (warnings.length ? ` · ⚠ ${warnings.length} warning${warnings.length > 1 ? "s" : ""}` : "");
   widget.strip.replaceChildren(...r.samples.map((s) => {
     const img = document.createElement("img");
     img.src = api.apiURL(`/view?filename=${encodeURIComponent(s.image.filename)}&type=${s.image.type}&subfolder=${encodeURIComponent(s.image.subfolder)}`);
@@ -138,7 +140,7 @@ async function loadHistory() {
       const keep = r.steps.map((s, i) => [s, i]).filter(([s]) => s > last).map(([, i]) => i);
       const sampleSteps = new Set(h.samples.map((x) => x.step));
       Object.assign(r, {
-        total: h.total, done: h.done || r.done, plan: h.plan ?? r.plan,
+        total: h.total, done: h.done || r.done, plan: h.plan ?? r.plan, warnings: h.warnings ?? r.warnings,
         steps: h.steps.concat(keep.map((i) => r.steps[i])),
         loss: h.loss.concat(keep.map((i) => r.loss[i])),
         lr: h.lr.concat(keep.map((i) => r.lr[i])),
@@ -172,7 +174,7 @@ app.registerExtension({
       const r = run(detail.node);
       const lastStep = r.steps[r.steps.length - 1] ?? 0;
       if (detail.step === 1 || (r.done && detail.step <= lastStep)) // a new run on this node
-        Object.assign(r, { steps: [], loss: [], lr: [], validation: [], samples: [], done: false });
+        Object.assign(r, { steps: [], loss: [], lr: [], validation: [], samples: [], warnings: [], done: false });
       else if (detail.step <= lastStep) return; // already known from the history
       r.done = false; // a resumed run continues the chart
       r.total = detail.total; r.steps.push(detail.step); r.loss.push(detail.loss); r.lr.push(detail.lr);
@@ -187,6 +189,12 @@ app.registerExtension({
     api.addEventListener("fluxlora.validation", ({ detail }) => {
       const r = run(detail.node);
       if (!r.validation.some(([s]) => s === detail.step)) r.validation.push([detail.step, detail.loss]);
+      redrawAll();
+    });
+    api.addEventListener("fluxlora.warning", ({ detail }) => {
+      const r = run(detail.node);
+      r.warnings = [...(r.warnings ?? []), detail.text];
+      app.extensionManager?.toast?.add?.({ severity: "warn", summary: "Flux LoRA Train", detail: detail.text, life: 20000 });
       redrawAll();
     });
     api.addEventListener("fluxlora.plan", ({ detail }) => { run(detail.node).plan = detail.text; redrawAll(); });

@@ -8,6 +8,9 @@ import os
 import pytest
 import torch
 
+import graphs
+import harness
+import images
 import training_data
 from recording import RecordingHooks
 
@@ -83,3 +86,80 @@ def test_cache_entries_with_wrong_contents_are_recomputed(comfy, core, tmp_path,
     with caplog.at_level(logging.WARNING), torch.inference_mode():
         again = core.run.train_run(model, clip, vae, training_data.dataset(comfy), settings, cache_root=str(tmp_path))
     assert again.images_encoded == 4 and again.captions_encoded == 4 and again.lora.losses == first.lora.losses
+
+
+class RecordingWarnings(RecordingHooks):
+    def __init__(self):
+        super().__init__()
+        self.warnings, self.saved = [], []
+
+    def on_warning(self, text):
+        self.warnings.append(text)
+
+    def on_saved(self, step, path):
+        self.saved.append(step)
+
+
+def _full_disk_in(core, monkeypatch, part: str, writes=None):
+    """Every write into a folder whose path contains ``part`` fails like a full disk (``writes``: only those
+    numbers of such writes, counted from 1); elsewhere writing works."""
+    real, count = core.files._write_temp, [0]
+
+    def write_temp(folder, data):
+        if part in folder:
+            count[0] += 1
+            if writes is None or count[0] in writes:
+                with monkeypatch.context() as m:
+                    m.setattr(core.files, "_open_for_write", DiskFull)
+                    return real(folder, data)
+        return real(folder, data)
+    monkeypatch.setattr(core.files, "_write_temp", write_temp)
+
+
+def test_a_checkpoint_that_cannot_be_written_is_skipped_and_training_goes_on(comfy, core, tmp_path, monkeypatch,
+                                                                             caplog):
+    """A full disk during a periodic checkpoint stopped training with 'No space left on device' and lost the LoRA in
+    memory, although the checkpoint was optional: it is skipped with a warning (log and node), without leftovers."""
+    model, examples = training_data.model_and_examples(comfy)
+    run = core.loop.RunFolder(core.checkpoint.new_run_folder(str(tmp_path), "full_disk"), {"dataset": "", "model": "",
+                                                                                          "settings": {}})
+    _full_disk_in(core, monkeypatch, "full_disk", writes={3})   # step 2's LoRA file: 1-2 are step 1's LoRA and state
+    hooks = RecordingWarnings()
+    with caplog.at_level(logging.WARNING), torch.inference_mode():
+        lora = core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(
+            steps=4, save_every=1, caption_dropout=0.0), hooks, run=run)
+    assert lora.info.steps_done == 4 and len(lora.losses) == 4
+    assert hooks.saved == [1, 3, 4] and len(hooks.warnings) == 1
+    assert "the checkpoint of step 2 could not be written" in hooks.warnings[0]
+    assert "No space left on device" in hooks.warnings[0] and "training goes on" in hooks.warnings[0]
+    assert any(r.getMessage() == hooks.warnings[0] for r in caplog.records)
+    assert _leftovers(run.path) == sorted([f"{run.path.name}_step{s:06d}.safetensors" for s in (1, 3, 4)]
+                                          + [core.checkpoint.STATE_FILE])   # no temporary file left
+
+
+def test_a_run_folder_without_room_still_outputs_the_lora_for_save_flux_lora(comfy, core, monkeypatch):
+    """When even the run folder's last save fails, the node warns and still outputs the trained LoRA: Save Flux LoRA
+    writes it where there is room, or fails with its own message saying what to do."""
+    files = images.write_images(comfy["root"] / "input")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=4, prefix="flux_lora/no_room_in_runs",
+                              save_every=2)
+    _full_disk_in(core, monkeypatch, core.checkpoint.RUNS_FOLDER)
+    executor, _ = harness.run(g)
+    assert executor.success, harness.error_message(executor)
+    outputs = executor.history_result["outputs"]
+    warnings = outputs["train"]["warnings"]
+    assert len(warnings) == 2 and "the checkpoint of step 2 could not be written" in warnings[0]
+    assert "the LoRA of step 4 could not be written into its run folder" in warnings[1]
+    assert "It is still this node's output: save it with Save Flux LoRA" in warnings[1]
+    assert outputs["train"]["saved"] == []
+    assert [p.name for p in comfy["loras"].rglob("no_room_in_runs_*")] == ["no_room_in_runs_000004steps_00001.safetensors"]
+
+    _full_disk_in(core, monkeypatch, "")   # now the loras folder is full too
+    g["save"]["inputs"]["filename_prefix"] = "flux_lora/no_room_at_all"
+    g["train"]["inputs"]["seed"] = 1   # train again (not from ComfyUI's cache)
+    executor, _ = harness.run(g)
+    assert not executor.success
+    message = harness.error_message(executor)
+    assert "could not be written into" in message and "No space left on device" in message, message
+    assert "nothing was saved. Free disk space there" in message and "queue again" in message
+    assert not list(comfy["loras"].rglob("no_room_at_all_*")) and not list(comfy["loras"].rglob(".fluxlora-*"))

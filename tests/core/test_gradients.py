@@ -1,10 +1,13 @@
 """LoRA gradients of one training step equal those of an independent out-of-place float32 reference
-forward, with and without gradient checkpointing (relative error <= 1e-4)."""
+forward, with and without gradient checkpointing (relative error <= 1e-4), whether or not the caller is in ComfyUI's
+training mode, on the installed Flux code and on a stand-in for the newer one (tests/support/newer_flux.py)."""
 import contextlib
 
 import pytest
 import torch
 
+import gradient_check
+import newer_flux
 import reference_flux
 import training_data
 
@@ -18,19 +21,18 @@ def _stacked_lora_model(model):
                                          1.0, 0)[0]
 
 
-def _cases():
-    """(checkpointing, stacked user LoRA, ComfyUI's in_training flag set). The flag exists from ComfyUI v0.14 on and
-    switches Flux RoPE from comfy-kitchen's kernel to pure torch: both paths are checked where both exist."""
+# (checkpointing, stacked user LoRA, the caller is in ComfyUI's training mode). The trainer enters that mode itself
+# (ComfyUI >= 0.14 takes its differentiable paths there); on the newer-Flux stand-in (flux_code) a forward outside it
+# cannot be differentiated at all, so the cases without the caller's flag check that nothing depends on the caller.
+CASES = [(True, False, False), (False, False, False), (True, True, False), (True, False, True), (False, False, True)]
+
+
+@pytest.mark.parametrize("checkpointing,stacked,caller_flag", CASES)
+def test_lora_gradients_match_reference(comfy, core, checkpointing, stacked, caller_flag, flux_code, monkeypatch):
     import comfy.model_management as mm
-    cases = [(True, False, False), (False, False, False), (True, True, False)]
-    if hasattr(mm, "in_training"):
-        cases.append((True, False, True))
-    return cases
-
-
-@pytest.mark.parametrize("checkpointing,stacked,training_mode", _cases())
-def test_lora_gradients_match_reference(comfy, core, checkpointing, stacked, training_mode, monkeypatch):
     from comfy.lora import calculate_weight
+    if caller_flag and not hasattr(mm, "in_training"):
+        pytest.skip("this ComfyUI has no in_training flag for a caller to set (it arrived in ComfyUI v0.14)")
     loop, objective = core.loop, core.objective
     model, examples = training_data.model_and_examples(comfy)
     patched_weights = {}
@@ -54,7 +56,7 @@ def test_lora_gradients_match_reference(comfy, core, checkpointing, stacked, tra
             if stacked:
                 layer = patcher.model.diffusion_model.get_submodule("double_blocks.0.img_attn.qkv.base_layer")
                 assert layer.comfy_cast_weights and len(layer.weight_function) == 1  # LoRA applied on the fly
-            with core.comfy_features.comfy_training_mode() if training_mode else contextlib.nullcontext():
+            with core.comfy_features.comfy_training_mode() if caller_flag else contextlib.nullcontext():
                 loss = loop.batch_loss(patcher, examples, [0, 1], settings, torch.Generator().manual_seed(7), "cpu")
                 loss.backward()
             frozen = [(n, p) for n, p in patcher.model.diffusion_model.named_parameters() if ".lora_" not in n]
@@ -90,3 +92,36 @@ def test_lora_gradients_match_reference(comfy, core, checkpointing, stacked, tra
             worst = max(worst, rel)
             assert rel <= 1e-4, f"{name}: relative gradient error {rel:.2e}"
     print(f"max relative LoRA gradient error: {worst:.2e}")
+
+
+@pytest.mark.parametrize("checkpointing", [True, False])
+def test_gradients_do_not_depend_on_the_caller_or_on_the_newer_flux_code(comfy, core, checkpointing):
+    """batch_loss and its backward give bit-identical loss and LoRA gradients whether or not the caller is in ComfyUI's
+    training mode, on the installed Flux code and on the newer-Flux stand-in; the flag is back as it was after the
+    forward (so a checkpointed block's recompute in backward must enter the mode itself) and after the backward."""
+    import comfy.model_management as mm
+    loop = core.loop
+    model, examples = training_data.model_and_examples(comfy)
+    settings = core.settings.TrainSettings(gradient_checkpointing=checkpointing, batch_size=2, rank=4,
+                                           caption_dropout=0.0)
+    results = {}
+    with torch.inference_mode(False), loop.training_patcher(model, examples, settings) as (patcher, lora, _):
+        gradient_check.randomize(lora)
+        for code in ("as installed", "newer stand-in"):
+            with pytest.MonkeyPatch.context() as mp:
+                if code == "newer stand-in":
+                    newer_flux.install(mp)
+                for caller_flag in (False, True):
+                    with core.comfy_features.comfy_training_mode() if caller_flag else contextlib.nullcontext():
+                        generator = torch.Generator().manual_seed(7)
+                        loss = loop.batch_loss(patcher, examples, [0, 1], settings, generator, "cpu")
+                        assert getattr(mm, "in_training", caller_flag) is caller_flag
+                        loss.backward()
+                    assert getattr(mm, "in_training", False) is False
+                    results[code, caller_flag] = (loss.detach(), [p.grad.clone() for p in lora.parameters()])
+                    for p in lora.parameters():
+                        p.grad = None
+    loss, grads = results["as installed", True]
+    assert len(results) == 4 and all(g.abs().max() > 0 for g in grads)
+    for key, (other_loss, other_grads) in results.items():
+        assert torch.equal(other_loss, loss) and all(torch.equal(a, b) for a, b in zip(other_grads, grads)), key

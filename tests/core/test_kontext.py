@@ -1,6 +1,6 @@
 """FLUX.1 Kontext edit LoRAs: paired examples carry the control image's latent, which enters the forward as ComfyUI's
-reference latents; LoRA gradients equal an independent forward extended with the reference tokens; samples edit a
-reference image."""
+reference latents; LoRA gradients equal an independent forward extended with the reference tokens (also on the
+stand-in for newer ComfyUI's Flux code, see flux_code); samples edit a reference image."""
 import pytest
 import torch
 
@@ -8,7 +8,7 @@ import gradient_check
 import training_data
 
 
-def test_kontext_lora_gradients_match_the_reference_with_reference_tokens(comfy, core):
+def test_kontext_lora_gradients_match_the_reference_with_reference_tokens(comfy, core, flux_code):
     loop, objective = core.loop, core.objective
     model, examples = training_data.paired_examples(comfy)
     assert all(e.reference is not None and e.reference.shape == e.latent.shape for e in examples)

@@ -68,3 +68,54 @@ def test_nan_pixels_are_refused(core):
     images[1, 3, 3, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite pixel values"):
         core.dataset.dataset_from_images(images, ["a", "b"])
+
+
+def _train_with(comfy, core, model, **settings):
+    _, clip, vae = training_data.load_models(comfy)
+    with torch.inference_mode():
+        return core.run.train_run(model, clip, vae, training_data.dataset(comfy),
+                                  core.settings.TrainSettings(steps=1, caption_dropout=0.0, **settings))
+
+
+def test_adapters_an_fp8_model_cannot_train_are_refused_before_encoding(comfy, core, no_encoding):
+    """DoRA and the PiSSA / OLoRA / LoRA-GA inits need the dense base weights: on an fp8 MODEL they were refused only
+    when the adapters were built, after every image and caption was encoded."""
+    import nodes
+    fp8 = nodes.UNETLoader().load_unet(comfy["names"]["unet"], "fp8_e4m3fn")[0]
+    with pytest.raises(ValueError, match="DoRA needs unquantized base weights, but this MODEL stores torch.float8_e4m3fn.*"
+                                         "weight_dtype 'default'"):
+        _train_with(comfy, core, fp8, use_dora=True)
+    for init in ("pissa", "olora", "lora_ga"):
+        with pytest.raises(ValueError, match=f"init '{init}' needs unquantized base weights"):
+            _train_with(comfy, core, fp8, init=init, base_weights="as loaded")
+
+
+def test_a_lora_ga_rank_wider_than_a_layer_is_refused_before_encoding(comfy, core, no_encoding):
+    """LoRA-GA takes 2 x rank directions of each layer's gradient: rank 33 on the tiny model's 64-wide layers crashed
+    after encoding with 'mat1 and mat2 shapes cannot be multiplied'."""
+    model, _, _ = training_data.load_models(comfy)
+    with pytest.raises(ValueError, match=r"init 'lora_ga' takes 2 x rank = 66 directions.*only 64 wide.*Set rank to "
+                                         r"32 or less, or use init 'pissa' or 'olora'"):
+        _train_with(comfy, core, model, init="lora_ga", rank=33)
+
+
+def test_lora_ga_trains_at_the_widest_rank_it_allows(comfy, core):
+    model, examples = training_data.model_and_examples(comfy)
+    with torch.inference_mode():
+        lora = core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(
+            steps=1, rank=32, init="lora_ga", caption_dropout=0.0))
+    assert lora["diffusion_model.double_blocks.0.img_attn.proj.lora_down.weight"].shape[0] == 64   # rank 2r
+
+
+def _attention_probe(q, k, v, pe=None, attn_mask=None, extra_options=None):
+    return {"q": q}
+
+
+def test_a_model_with_attention_patches_is_refused_before_encoding(comfy, core, no_encoding):
+    """The training forward cannot stand in for another node's block or attention patches: refused from the MODEL alone,
+    before encoding (it was refused only when the training blocks were installed, after it)."""
+    model, _, _ = training_data.load_models(comfy)
+    patched = model.clone()
+    patched.set_model_attn1_patch(_attention_probe)
+    with pytest.raises(ValueError, match="attention patches from another node"):
+        _train_with(comfy, core, patched)

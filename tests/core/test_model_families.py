@@ -1,7 +1,8 @@
 """FLUX.2 ([klein] and [dev]) and Chroma train on the same trainer core, through tiny models of ComfyUI's own classes
 loaded with the stock loaders: the family is recognised, one step's LoRA gradients equal an independent reference
-forward of that family, a run leaves the shared MODEL unchanged and renders checkpoint samples, and the saved LoRA
-loads in stock LoraLoader with zero unloaded keys; at full size every trained layer has a key ComfyUI maps."""
+forward of that family (also on the stand-in for newer ComfyUI's Flux code, see flux_code), a run leaves the shared
+MODEL unchanged and renders checkpoint samples, and the saved LoRA loads in stock LoraLoader with zero unloaded keys;
+at full size every trained layer has a key ComfyUI maps."""
 import logging
 
 import pytest
@@ -59,7 +60,7 @@ def _same_text_length(examples):
 
 @pytest.mark.parametrize("family", training_data.FAMILIES)
 @pytest.mark.parametrize("checkpointing", [True, False])
-def test_lora_gradients_match_the_family_reference(comfy, core, family, checkpointing):
+def test_lora_gradients_match_the_family_reference(comfy, core, family, checkpointing, flux_code):
     _need(comfy, family)
     loop, objective = core.loop, core.objective
     model, examples = training_data.family_examples(comfy, family)

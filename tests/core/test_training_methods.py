@@ -1,7 +1,9 @@
 """Training methods: LoRA-GA / PiSSA / OLoRA initialisation, LoKr, prior preservation (regularization images and
 differential output), Prodigy. Each changes the run, saves a file stock ComfyUI loads with zero unloaded keys and with
 the trained weights, and leaves the shared MODEL as it was."""
+import hashlib
 import logging
+from pathlib import Path
 
 import pytest
 import torch
@@ -206,3 +208,22 @@ def test_incompatible_method_choices_are_refused_early(core):
         core.settings.TrainSettings(init="pissa", use_dora=True)
     with pytest.raises(ValueError, match="needs a class_prompt"):
         core.settings.TrainSettings(preservation="differential output")
+
+
+def test_a_damaged_class_image_in_the_cache_is_rendered_again(comfy, core, pack_nodes, caplog):
+    """A truncated PNG in the class-images cache stopped the node with PIL's own error; it is a cache: that image is
+    rendered again (the others are read back) and the log says so."""
+    model, clip, vae = training_data.load_models(comfy)
+    node = pack_nodes.class_images.ClassImages
+    args = dict(model=model, clip=clip, vae=vae, prompt="a photo of a damaged thing", count=3, width=64, height=64,
+                steps=2, guidance=3.5, seed=11)
+    first = node.execute(**args).result[0]
+    damaged = Path(first.folder) / first.images[1].name
+    damaged.write_bytes(damaged.read_bytes()[: damaged.stat().st_size // 2])   # cut off, as by a crash or full disk
+    with caplog.at_level(logging.WARNING):
+        again = node.execute(**args).result[0]
+    assert [im.sha256 for im in again.images] == [im.sha256 for im in first.images]   # the same seed, the same image
+    assert any(f"cached class image {damaged} is damaged" in r.getMessage() and "rendering it again" in r.getMessage()
+               for r in caplog.records)
+    assert again.notes == ("1 rendered now, 2 from disk (1 damaged on disk and rendered again)",)
+    assert hashlib.sha256(damaged.read_bytes()).hexdigest() == first.images[1].sha256   # the cache entry is whole again

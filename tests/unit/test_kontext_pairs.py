@@ -58,3 +58,38 @@ def test_folders_without_controls_stay_unpaired_and_a_wrong_control_folder_is_re
     assert not any("control" in p for p in ds.problems + ds.notes)
     with pytest.raises(ValueError, match="no image in the control folder .* has the name of an image"):
         core.folder.load_folder(str(folder), [], resolution=64, control_folder=str(other))
+
+
+def test_a_control_folder_that_is_the_image_folder_is_refused(core, tmp_path):
+    """control_folder set to the image folder itself trained silently with every image as its own control."""
+    folder = tmp_path / "after"
+    folder.mkdir()
+    _image(folder / "001.png", (64, 64), 200)
+    _image(folder / "002.png", (64, 64), 100)
+    for same in (str(folder), str(folder) + "/", str(tmp_path / "after" / ".." / "after")):
+        with pytest.raises(ValueError, match="control folder .* is the image folder itself, so every image would be its "
+                                             "own control. The control folder must hold the 'before' images"):
+            core.folder.load_folder(str(folder), [], resolution=64, control_folder=same)
+    link = tmp_path / "link_to_after"
+    link.symlink_to(folder, target_is_directory=True)
+    with pytest.raises(ValueError, match="is the image folder itself"):
+        core.folder.load_folder(str(folder), [], resolution=64, control_folder=str(link))
+
+
+def test_a_pair_whose_control_is_the_image_itself_is_skipped(core, tmp_path):
+    targets, controls = tmp_path / "after", tmp_path / "before"
+    targets.mkdir(), controls.mkdir()
+    _image(targets / "001.png", (64, 64), 200)
+    _image(targets / "002.png", (64, 64), 100)
+    _image(controls / "001.png", (64, 64), 50)
+    (controls / "002.png").symlink_to(targets / "002.png")   # the target file itself
+    ds = core.folder.load_folder(str(targets), [], resolution=64, control_folder=str(controls))
+    assert [im.name for im in ds.images] == ["001.png"]
+    assert any(p.startswith("002.png: its control image 002.png is the same image") and "skipped" in p
+               for p in ds.problems), ds.problems
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    _image(alone / "003.png", (64, 64), 30)
+    (alone / "003_control.png").write_bytes((alone / "003.png").read_bytes())   # name_control.* next to it: a copy
+    with pytest.raises(ValueError, match="no usable images.*003.png: its control image 003_control.png is the same image"):
+        core.folder.load_folder(str(alone), [], resolution=64)
