@@ -38,3 +38,11 @@ def lokr_keys(key: str, params: dict, scale: float, alpha: float, rank: int) -> 
     else:
         out[f"{key}.alpha"] = torch.tensor(float(alpha))
     return out
+
+
+def loha_keys(key: str, params: dict, alpha: float) -> dict:
+    """LoHa (LyCORIS keys ``hada_w1_a``/``hada_w1_b``/``hada_w2_a``/``hada_w2_b``/``alpha``): peft and ComfyUI both apply
+    ``(w1_a @ w1_b) * (w2_a @ w2_b) * alpha / rank`` (ComfyUI divides the stored alpha by ``w1_b``'s rows, the rank)."""
+    out = {f"{key}.{suffix}": p.detach().float().cpu().clone() for suffix, p in params.items()}
+    out[f"{key}.alpha"] = torch.tensor(float(alpha))
+    return out

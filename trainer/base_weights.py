@@ -121,10 +121,11 @@ def _copy_tree(module, prefix, convert, device):
     return new
 
 
-def training_copy(model, fmt: str, in_ram: bool = False, fp8_matmul: bool = False):
+def training_copy(model, fmt: str, in_ram: bool = False, fp8_matmul: bool = False, room_bytes: int = 0):
     """A ModelPatcher holding a training copy of ``model`` (a ComfyUI MODEL with FLUX.1) with its Linear weights in
     ``fmt`` ('fp8' or 'nf4'), built on ``model.load_device`` (``in_ram``: on its offload device, for an fp8 copy that
-    ComfyUI will load partially). ``fp8_matmul``: the fp8 layers multiply in fp8 (:mod:`.fp8_matmul`). Call inside
+    ComfyUI will load partially). ``fp8_matmul``: the fp8 layers multiply in fp8 (:mod:`.fp8_matmul`). ``room_bytes``:
+    what the copy's weights take (the memory plan's ``weight_bytes``), freed on the GPU first. Call inside
     ``torch.inference_mode(False)``."""
     if fmt not in COPY_FORMATS:
         raise ValueError(f"Unknown base weight format '{fmt}'.")
@@ -137,9 +138,8 @@ def training_copy(model, fmt: str, in_ram: bool = False, fp8_matmul: bool = Fals
     compute_dtype = base.manual_cast_dtype or base.get_dtype()
     if compute_dtype not in (torch.bfloat16, torch.float16, torch.float32):
         compute_dtype = torch.bfloat16
-    if torch.device(device).type != "cpu":
-        from .memory_plan import model_facts, weight_bytes
-        mm.free_memory(weight_bytes(model_facts(model), fmt) * 1.1, device)   # ComfyUI moves other models (the MODEL too) out first
+    if torch.device(device).type != "cpu" and room_bytes > 0:
+        mm.free_memory(room_bytes * 1.1, device)   # ComfyUI moves other models (the MODEL too) out first
     patches = dict(model.patches)
 
     def convert(linear, key):

@@ -93,6 +93,8 @@ def diffusers_state_dict(weights: dict, unet_config: dict) -> dict:
         raise ValueError("DoRA LoRAs can be saved in the 'kohya' format only.")
     if any(".lokr_" in k for k in weights):
         raise ValueError("LoKr adapters can be saved in the 'kohya' (LyCORIS) format only.")
+    if any(".hada_" in k for k in weights):
+        raise ValueError("LoHa adapters can be saved in the 'kohya' (LyCORIS) format only.")
     by_comfy_key = flux2_diffusers_parts(unet_config) if unet_config.get("image_model") == "flux2" \
         else diffusers_parts(unet_config)
     out = {}
@@ -129,8 +131,10 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
     args = {"use_dora": s.use_dora, "targets": s.targets, "blocks": s.blocks, "init": s.init}
     if s.adapter == "lokr":
         args = {"algo": "lokr", "factor": s.lokr_factor, "targets": s.targets, "blocks": s.blocks}
+    elif s.adapter == "loha":
+        args = {"algo": "loha", "targets": s.targets, "blocks": s.blocks}
     meta = {
-        "ss_network_module": "lycoris.kohya" if s.adapter == "lokr" else "networks.lora_flux",
+        "ss_network_module": "lycoris.kohya" if s.adapter in ("lokr", "loha") else "networks.lora_flux",
         "ss_network_dim": str(s.rank * doubled),
         "ss_network_alpha": str(s.effective_alpha * doubled),
         "ss_network_dropout": str(s.lora_dropout),

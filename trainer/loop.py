@@ -142,8 +142,8 @@ def training_patcher(model, examples: list, settings: TrainSettings, plan: Optio
     flux_info(model)
     plan = plan or plan_run(model, settings, largest_image_tokens(examples))
     copied = plan.base_weights != "as loaded"
-    patcher = (training_copy(model, plan.base_weights, in_ram=plan.offloaded, fp8_matmul=settings.fp8_matmul)
-               if copied else model.clone())
+    patcher = (training_copy(model, plan.base_weights, in_ram=plan.offloaded, fp8_matmul=settings.fp8_matmul,
+                             room_bytes=plan.weight_bytes) if copied else model.clone())
     lora = FluxLoRA(patcher.model.diffusion_model, settings.lora, model.load_device)
     try:
         patcher.set_injections(INJECTION_KEY, [lora.injection()])

@@ -1,4 +1,4 @@
-"""peft adapters (LoRA, DoRA, LoKr) on ComfyUI's FLUX.1 diffusion model.
+"""peft adapters (LoRA, DoRA, LoKr, LoHa) on ComfyUI's FLUX.1 diffusion model.
 
 peft replaces the targeted ``Linear`` modules with adapter wrappers in place. ComfyUI shares one ``nn.Module``
 between all clones of a MODEL and re-patches weights by module name whenever a patcher loads, so the wrappers must only
@@ -14,7 +14,8 @@ lives in a frozen second adapter ("init") that holds the initial values negated,
 from dataclasses import dataclass
 
 import torch
-from peft import LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft import LoHaConfig, LoKrConfig, LoraConfig, inject_adapter_in_model
+from peft.tuners.loha import LoHaLayer
 from peft.tuners.lokr import LoKrLayer
 from peft.tuners.lora import LoraLayer
 
@@ -26,9 +27,11 @@ from .targets import model_target_names
 ADAPTER = "default"
 INIT_ADAPTER = "init"   # frozen: minus the initial values of PiSSA / OLoRA / LoRA-GA
 INJECTION_KEY = "fluxlora_train"
-ADAPTER_TYPES = ("lora", "lokr")
+ADAPTER_TYPES = ("lora", "lokr", "loha")
 INITS = ("default", "lora_ga", "pissa", "olora")
 LOKR_PARAMS = ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b")
+LOHA_PARAMS = ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b")
+LYCORIS_LAYERS = (LoKrLayer, LoHaLayer)   # peft layers that train their own factors (no DoRA, no init offset)
 
 
 def _parent(root, name):
@@ -51,8 +54,9 @@ class LoraSettings:
     def __post_init__(self):
         if self.adapter not in ADAPTER_TYPES or self.init not in INITS:
             raise ValueError(f"Unknown adapter '{self.adapter}' or init '{self.init}'.")
-        if self.adapter == "lokr" and (self.use_dora or self.init != "default"):
-            raise ValueError("LoKr trains with its own initialisation and without DoRA: set use_dora off and init "
+        if self.adapter != "lora" and (self.use_dora or self.init != "default"):
+            name = {"lokr": "LoKr", "loha": "LoHa"}[self.adapter]
+            raise ValueError(f"{name} trains with its own initialisation and without DoRA: set use_dora off and init "
                              "'default', or use adapter 'lora'.")
         if self.use_dora and self.init != "default":
             raise ValueError(f"init '{self.init}' cannot be combined with DoRA; set use_dora off or init 'default'.")
@@ -66,6 +70,9 @@ def _peft_config(settings: LoraSettings, names):
     if settings.adapter == "lokr":
         return LoKrConfig(r=settings.rank, alpha=settings.alpha, target_modules=names, rank_dropout=0.0,
                           module_dropout=0.0, decompose_factor=settings.lokr_factor)
+    if settings.adapter == "loha":
+        return LoHaConfig(r=settings.rank, alpha=settings.alpha, target_modules=names, rank_dropout=0.0,
+                          module_dropout=0.0)
     return LoraConfig(r=settings.rank, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
                       use_dora=settings.use_dora, target_modules=names, bias="none")
 
@@ -74,6 +81,8 @@ def _adapter_params(layer, adapter):
     """(suffix, parameter) of one layer's adapter, in a fixed order."""
     if isinstance(layer, LoKrLayer):
         return [(n, getattr(layer, n)[adapter]) for n in LOKR_PARAMS if adapter in getattr(layer, n)]
+    if isinstance(layer, LoHaLayer):
+        return [(n, getattr(layer, n)[adapter]) for n in LOHA_PARAMS]
     params = [("lora_A", layer.lora_A[adapter].weight), ("lora_B", layer.lora_B[adapter].weight)]
     if adapter in getattr(layer, "lora_magnitude_vector", {}):
         params.append(("magnitude", layer.lora_magnitude_vector[adapter].weight))
@@ -82,11 +91,12 @@ def _adapter_params(layer, adapter):
 
 def trainable_count(diffusion_model, settings: LoraSettings) -> int:
     """Trainable parameters the adapters will have (exact for LoRA/DoRA, an upper bound for LoKr), without building
-    them: for memory planning before any encoding."""
+    them: for memory planning before any encoding. LoHa trains two rank-r pairs per layer."""
+    pairs = 2 if settings.adapter == "loha" else 1
     total = 0
     for name in model_target_names(settings.targets, settings.blocks, diffusion_model):
         layer = diffusion_model.get_submodule(name)
-        total += settings.rank * (layer.in_features + layer.out_features) + (layer.out_features if settings.use_dora else 0)
+        total += pairs * settings.rank * (layer.in_features + layer.out_features) + (layer.out_features if settings.use_dora else 0)
     return total
 
 
@@ -121,7 +131,7 @@ class FluxLoRA:
         inject_adapter_in_model(_peft_config(settings, self.names), diffusion_model, adapter_name=ADAPTER)
         for attr in set(vars(diffusion_model)) - before:  # peft notes its config on the model: not on a shared one
             delattr(diffusion_model, attr)
-        self.layers = {n: m for n, m in diffusion_model.named_modules() if isinstance(m, (LoraLayer, LoKrLayer))}
+        self.layers = {n: m for n, m in diffusion_model.named_modules() if isinstance(m, (LoraLayer,) + LYCORIS_LAYERS)}
         if sorted(self.layers) != sorted(self.names):
             self._restore_base_layers()
             raise RuntimeError("peft wrapped an unexpected set of layers: "
@@ -134,8 +144,8 @@ class FluxLoRA:
             for sub in ("lora_dropout",):
                 if hasattr(layer, sub):
                     getattr(layer, sub).to(device=device)
-            if isinstance(layer, LoKrLayer):
-                layer.reset_adapter_parameters(ADAPTER)
+            if isinstance(layer, LYCORIS_LAYERS):
+                layer.reset_adapter_parameters(ADAPTER)   # LoHa: w2_b = 0, LoKr: w2 = 0 (no change at step 0)
             else:
                 layer.reset_lora_parameters(ADAPTER, True)
             if settings.use_dora:
@@ -236,6 +246,9 @@ class FluxLoRA:
             if isinstance(layer, LoKrLayer):
                 out.update(adapter_keys.lokr_keys(key, params, layer.scaling[ADAPTER], self.settings.alpha,
                                                   self.settings.rank))
+                continue
+            if isinstance(layer, LoHaLayer):
+                out.update(adapter_keys.loha_keys(key, params, self.settings.alpha))
                 continue
             offset = None
             if self.has_init_offset:

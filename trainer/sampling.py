@@ -6,10 +6,12 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 import comfy.model_sampling
+import comfy.sample
 import comfy.sd
+import comfy.utils
+import latent_preview
 import node_helpers
 from comfy_extras.nodes_model_advanced import ModelSamplingFlux
-from nodes import common_ksampler  # ComfyUI's own nodes.py (not this pack's nodes/ package)
 
 from .flux_model import flux_info, has_guidance_input, latent_channels, latent_downscale
 from .images import to_pil, to_tensor
@@ -84,13 +86,22 @@ def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> 
             model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]   # FLUX.1-dev's shift
         # FLUX.1-schnell (FLOW, shift 1.0), FLUX.2 and Chroma keep the sampling their model files load with
         down = latent_downscale(model)
-        latent = {"samples": torch.zeros(1, latent_channels(model), s.height // down, s.width // down)}
+        latent = torch.zeros(1, latent_channels(model), s.height // down, s.width // down)
         images = []
         for positive, seed in jobs:
-            out = common_ksampler(model, seed, s.steps, cfg, "euler", "simple", positive, prompt_set.negative, latent,
-                                  denoise=1.0)[0]
-            images.append(vae.decode(out["samples"])[:1].float().cpu())
+            images.append(vae.decode(_sample(model, seed, s.steps, cfg, positive, prompt_set.negative, latent))[:1]
+                          .float().cpu())
         return torch.cat(images)
+
+
+def _sample(model, seed, steps, cfg, positive, negative, latent):
+    """Euler / simple from ``seed``'s noise, as the stock KSampler samples (its noise, its preview callback), through
+    comfy.sample directly: the core depends on ComfyUI's internals, not on its UI module ``nodes``."""
+    latent = comfy.sample.fix_empty_latent_channels(model, latent)
+    noise = comfy.sample.prepare_noise(latent, seed)
+    return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", positive, negative, latent, denoise=1.0,
+                               callback=latent_preview.prepare_callback(model, steps),
+                               disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
 
 
 def _font(size):

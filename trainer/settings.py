@@ -95,8 +95,10 @@ class TrainSettings:
                                             "lowest validation loss (also saved in the run's folder).",
                                choices=("last step", "best validation"), only="validation", resumable=True)
     adapter: str = setting("lora", "lora: low-rank adapter (with optional DoRA). lokr: LyCORIS LoKr, a Kronecker "
-                                   "product adapter (saved in LyCORIS keys, kohya format; try a higher learning rate, "
-                                   "e.g. 1e-3).", choices=ADAPTER_TYPES)
+                                   "product adapter. loha: LyCORIS LoHa, the elementwise product of two low-rank "
+                                   "pairs (rank r reaches up to r^2; twice LoRA's parameters). LoKr and LoHa are saved in "
+                                   "LyCORIS keys (kohya format); try a higher learning rate, e.g. 1e-3.",
+                           choices=ADAPTER_TYPES)
     lokr_factor: int = setting(-1, "LoKr's Kronecker factor: each weight is split into blocks of about this size "
                                    "(-1: as square as possible). Smaller: fewer parameters.", min=-1, max=256,
                                only="adapter 'lokr'")

@@ -57,3 +57,32 @@ def test_weights_recreated_in_inference_mode_during_a_checkpoint_stay_trainable(
         lora = core.loop.train_flux_lora(model, examples, _settings(core), RecordingHooks(checkpoint_every=2,
                                                                                           on_checkpoint=recreate))
     assert len(lora.losses) == 4 and all(math.isfinite(v) for v in lora.losses)
+
+
+def test_checkpoint_samples_equal_the_stock_nodes_output(comfy, core):
+    """render() samples through comfy.sample (not ComfyUI's UI module): for the same LoRA, seed and prompt it gives the
+    image stock CLIPTextEncode -> FluxGuidance, LoraLoaderModelOnly -> ModelSamplingFlux -> KSampler (euler, simple)
+    -> VAEDecode give, exactly."""
+    import node_helpers
+    import nodes
+    from comfy.sd import load_lora_for_models
+    from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+    sampling = core.sampling
+    model, examples = training_data.model_and_examples(comfy)
+    _, clip, vae = training_data.load_models(comfy)
+    with torch.inference_mode():
+        lora = core.loop.train_flux_lora(model, examples, _settings(core, steps=2))
+    prompts = sampling.PromptSet(clip, sampling.SampleSettings(("a red thing",), 64, 64, 3, 3.5, 11))
+    ours = sampling.render(model, vae, prompts, lora)
+    with torch.inference_mode():
+        patched = load_lora_for_models(model, None, dict(lora), 1.0, 0)[0]   # what LoraLoaderModelOnly runs
+        patched = ModelSamplingFlux().patch(patched, 1.15, 0.5, 64, 64)[0]
+        positive = node_helpers.conditioning_set_values(nodes.CLIPTextEncode().encode(clip, "a red thing")[0],
+                                                        {"guidance": 3.5})
+        negative = nodes.CLIPTextEncode().encode(clip, "")[0]
+        latent = nodes.EmptyLatentImage().generate(64, 64, 1)[0]
+        out = nodes.KSampler().sample(patched, 11, 3, 1.0, "euler", "simple", positive, negative, latent)[0]
+        stock = nodes.VAEDecode().decode(vae, out)[0]
+    assert ours.shape == stock.shape == (1, 64, 64, 3)
+    assert torch.equal(ours, stock.float().cpu())
+    assert not torch.equal(ours, sampling.render(model, vae, prompts))   # the LoRA is in it

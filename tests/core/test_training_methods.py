@@ -80,8 +80,6 @@ def _trainable(core, lora_file, lora):
 
 def test_lokr_file_reproduces_peft_weights_in_stock_comfyui(comfy, core, caplog):
     """LoKr trains through peft and saves LyCORIS keys; ComfyUI's calculate_weight gives peft's delta for every layer."""
-    import nodes
-    from comfy.lora import calculate_weight
     model, examples = training_data.model_and_examples(comfy)
     before = snapshot(model)
     for factor in (-1, 4):  # factor 4 decomposes w2 into a low-rank product (alpha applies), -1 keeps full matrices
@@ -92,22 +90,57 @@ def test_lokr_file_reproduces_peft_weights_in_stock_comfyui(comfy, core, caplog)
         with torch.inference_mode(False), core.loop.training_patcher(model, examples, settings) as (patcher, lora, _):
             lora.load_trainable_state({k: v for k, v in _lokr_state(trained, lora).items()})
             expected = {n: l.get_delta_weight("default").detach().float() for n, l in lora.layers.items()}
-        name, _ = core.export.save_to_loras(trained, "methods/lokr", "kohya", "fp32")
-        caplog.clear()
-        with caplog.at_level(logging.WARNING):
-            patched = nodes.LoraLoaderModelOnly().load_lora_model_only(model, name, 1.0)[0]
-        assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
-        dm = model.model.diffusion_model
-        assert len(patched.patches) == len(expected) == 26
-        for layer, delta in expected.items():
-            key = f"diffusion_model.{layer}.weight"
-            w = dm.get_parameter(f"{layer}.weight").detach().float()
-            got = calculate_weight(patched.patches[key], w.clone(), key)
-            torch.testing.assert_close(got - w, delta, rtol=1e-4, atol=1e-6, msg=layer)
+        _assert_stock_loader_gives(core, model, trained, "methods/lokr", expected, caplog)
         assert any(d.abs().max() > 0 for d in expected.values())
     with pytest.raises(ValueError, match="LyCORIS"):
         core.export.lora_file_bytes(trained, "diffusers")
     assert_clean(before, snapshot(model))
+
+
+def test_loha_file_reproduces_peft_weights_in_stock_comfyui(comfy, core, caplog):
+    """LoHa trains through peft and saves LyCORIS keys (hada_w1_a/_b, hada_w2_a/_b, alpha); stock LoraLoader loads every
+    key and ComfyUI's calculate_weight gives peft's delta ((w1_a w1_b) * (w2_a w2_b) * alpha/rank) for every layer."""
+    model, examples = training_data.model_and_examples(comfy)
+    before = snapshot(model)
+    settings = core.settings.TrainSettings(steps=3, learning_rate=1e-2, rank=4, alpha=8.0, adapter="loha",
+                                           caption_dropout=0.0)
+    with torch.inference_mode():
+        trained = core.loop.train_flux_lora(model, examples, settings)
+    layers = {k.rsplit(".", 1)[0] for k in trained}
+    assert all(set(trained) >= {f"{l}.{s}" for s in ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b", "alpha")}
+               for l in layers)
+    with torch.inference_mode(False), core.loop.training_patcher(model, examples, settings) as (patcher, lora, _):
+        lora.load_trainable_state({f"{n}.{suffix}": trained[f"diffusion_model.{n}.{suffix}"]
+                                   for n in lora.names for suffix, _ in core_params(lora, n)})
+        expected = {n: l.get_delta_weight("default").detach().float() for n, l in lora.layers.items()}
+    _assert_stock_loader_gives(core, model, trained, "methods/loha", expected, caplog)
+    assert all(d.abs().max() > 0 for d in expected.values())  # every layer trained (w2_b starts at zero)
+    meta = core.export.metadata(trained.info, "kohya", "fp32")
+    assert meta["ss_network_module"] == "lycoris.kohya" and '"algo": "loha"' in meta["ss_network_args"]
+    with pytest.raises(ValueError, match="LoHa.*kohya"):
+        core.export.lora_file_bytes(trained, "diffusers")
+    with pytest.raises(ValueError, match="LoHa trains with its own initialisation"):
+        core.settings.TrainSettings(adapter="loha", init="pissa")
+    assert_clean(before, snapshot(model))
+
+
+def _assert_stock_loader_gives(core, model, trained, name, expected, caplog):
+    """Saves ``trained`` in the kohya format, loads it with stock LoraLoaderModelOnly (no key left unloaded) and checks
+    that ComfyUI's calculate_weight gives the ``expected`` delta of every one of the 26 targeted layers."""
+    import nodes
+    from comfy.lora import calculate_weight
+    file_name, _ = core.export.save_to_loras(trained, name, "kohya", "fp32")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        patched = nodes.LoraLoaderModelOnly().load_lora_model_only(model, file_name, 1.0)[0]
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+    dm = model.model.diffusion_model
+    assert len(patched.patches) == len(expected) == 26
+    for layer, delta in expected.items():
+        key = f"diffusion_model.{layer}.weight"
+        w = dm.get_parameter(f"{layer}.weight").detach().float()
+        got = calculate_weight(patched.patches[key], w.clone(), key)
+        torch.testing.assert_close(got - w, delta, rtol=1e-4, atol=1e-6, msg=layer)
 
 
 def _lokr_state(trained, lora):
