@@ -1,11 +1,12 @@
 """What the training methods do on the tiny FLUX (CPU): (1) how fast each initialisation (default / lora_ga / pissa /
 olora) brings the loss down, and what the initialisation costs; (2) how much each preservation mode keeps the model's
-prediction for the class prompt from drifting, and what it costs in fit to the training images.
+prediction for the class prompt from drifting, and what it costs in fit to the training images; (3) what an EMA of
+the LoRA weights does to the validation loss on held-out images (fixed noise and noise levels).
 
 All runs use the same data, seed and noise draws, so the loss curves are paired step by step. The loss compared is the
 training loss averaged over a window of steps (one step's loss is very noisy: the noise level σ is drawn per step).
 
-    COMFYUI_PATH=<ComfyUI> ~/.venvs/comfyui-fluxlora-<version>/bin/python bench/training_methods.py [--steps 200]
+    COMFYUI_PATH=<ComfyUI> ~/.venvs/comfyui-fluxlora-<version>/bin/python bench/training_methods.py [--steps 200] [--only init|preservation|ema]
 """
 import argparse
 import sys
@@ -29,6 +30,7 @@ def main():
     ap.add_argument("--images", type=int, default=10)
     ap.add_argument("--window", type=int, default=20)
     ap.add_argument("--lr", type=float, default=5e-3)
+    ap.add_argument("--only", choices=("init", "preservation", "ema"), help="one part of the comparison")
     args = ap.parse_args()
     import importlib
 
@@ -48,7 +50,16 @@ def main():
     print(f"tiny FLUX on CPU, {args.images} images, {args.steps} steps, rank 16, lr {args.lr}, adamw, "
           f"loss = mean of the last {args.window} steps")
 
-    # (1) initialisations
+    if args.only in (None, "init"):
+        initialisations(args, run, model, clip, vae, dataset, base)
+    if args.only in (None, "preservation"):
+        preservation(args, trainer, run, examples_mod, model, clip, vae, dataset, base, images)
+    if args.only in (None, "ema"):
+        ema(args, run, model, clip, vae, dataset, base)
+
+
+def initialisations(args, run, model, clip, vae, dataset, base):
+    import torch
     curves, init_seconds, wall = {}, {}, {}
     for init in ("default", "lora_ga", "pissa", "olora"):
         t0 = time.perf_counter()
@@ -65,7 +76,11 @@ def main():
         print(f"  {init:<9} {curve[args.steps // 4 - 1]:.4f}   {curve[args.steps // 2 - 1]:.4f}   {curve[-1]:.4f}   "
               f"{str(reached) if reached else 'not reached':<26} {init_seconds[init]:6.2f} s   {wall[init]:6.1f} s")
 
-    # (2) preservation: drift of the prediction for the class prompt, LoRA vs the untouched model, on fixed inputs
+
+
+def preservation(args, trainer, run, examples_mod, model, clip, vae, dataset, base, images):
+    """Drift of the prediction for the class prompt, LoRA vs the untouched model, on fixed inputs."""
+    import torch
     class_prompt = "a pattern"
     encoder = examples_mod.Encoder(model, clip, vae)
     with torch.inference_mode():
@@ -95,6 +110,23 @@ def main():
                                 regularization=regularization if mode == "regularization images" else None)
         drift = torch.mean((prediction(out.model) - reference) ** 2).item()
         print(f"  {mode:<34} {window_means(out.lora.losses, args.window)[-1]:.4f}                {drift:.3e}")
+
+
+
+def ema(args, run, model, clip, vae, dataset, base):
+    """Validation loss (2 held-out images, every 10 steps) without and with an EMA of the LoRA weights."""
+    import torch
+    settings = base.with_changes(validation_images=2, validation_every=10)
+    print(f"\n  ema              val@{args.steps // 4:<4} val@{args.steps // 2:<4} val@{args.steps:<4} best (step)     "
+          f"final training loss")
+    for label, changes in (("off", {}), ("on, decay 0.9", {"ema": True, "ema_decay": 0.9}),
+                           ("on, decay 0.99", {"ema": True, "ema_decay": 0.99})):
+        with torch.inference_mode():
+            out = run.train_run(model, clip, vae, dataset, settings.with_changes(**changes))
+        val = dict(out.lora.info.validation)
+        best = min(val, key=val.get)
+        print(f"  {label:<16} {val[args.steps // 4]:.4f}   {val[args.steps // 2]:.4f}   {val[args.steps]:.4f}   "
+              f"{val[best]:.4f} ({best:<4})   {window_means(out.lora.losses, args.window)[-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -92,8 +92,9 @@ def model_identity(model) -> str:
     return h.hexdigest()[:24]
 
 
-def check_resumable(saved: dict, identity: dict, settings_dict: dict, resumable: set):
-    """Refuses, saying what differs, when the data, model or the settings that shape training differ."""
+def check_resumable(saved: dict, identity: dict, settings_dict: dict, resumable: set, defaults: dict = None):
+    """Refuses, saying what differs, when the data, model or the settings that shape training differ. ``defaults``:
+    every setting's default, what a run saved before a setting existed trained with."""
     old = saved["identity"]
     problems = []
     if old["dataset"] != identity["dataset"]:
@@ -104,8 +105,9 @@ def check_resumable(saved: dict, identity: dict, settings_dict: dict, resumable:
     if before != now:
         problems.append(f"the run trained against base weights '{before}', this one would use '{now}' (set base_weights "
                         f"to '{before}')")
-    changed = [f"{k}: {old['settings'].get(k)!r} then, {v!r} now" for k, v in settings_dict.items()
-               if k not in resumable and old["settings"].get(k) != v]
+    then = {**(defaults or {}), **old["settings"]}
+    changed = [f"{k}: {then.get(k)!r} then, {v!r} now" for k, v in settings_dict.items()
+               if k not in resumable and then.get(k) != v]
     if changed:
         problems.append("settings that shape training differ (" + "; ".join(changed) + ")")
     if saved["step"] >= settings_dict["steps"]:

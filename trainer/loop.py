@@ -2,7 +2,7 @@
 checkpoints (and resume), validation and early stopping, and a guard against steps whose loss is not finite."""
 import logging
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
@@ -15,6 +15,7 @@ from . import checkpoint, lora_init, objective
 from .blocks import install_training_blocks
 from .comfy_features import comfy_training_mode
 from .divergence import WeightsBefore, finite_prediction
+from .ema import AdapterEMA
 from .examples import collate, collate_references, epoch_batches
 from .export import lora_file_bytes
 from .files import write_replacing
@@ -180,30 +181,44 @@ def _total_norm(params, max_norm: float):
 class _Checkpoints:
     """Writes a run's checkpoints: the LoRA file (listed by LoraLoader) and the training state to resume from."""
 
-    def __init__(self, run: Optional[RunFolder], info: RunInfo, lora, optimizer, scheduler, noise_gen, stopper, device):
+    def __init__(self, run: Optional[RunFolder], info: RunInfo, lora, optimizer, scheduler, noise_gen, stopper, device,
+                 ema: Optional[AdapterEMA] = None):
         self.run, self.info, self.lora, self.optimizer, self.scheduler = run, info, lora, optimizer, scheduler
-        self.noise_gen, self.stopper, self.device = noise_gen, stopper, device
+        self.noise_gen, self.stopper, self.device, self.ema = noise_gen, stopper, device, ema
 
-    def result(self, state: TrainState, weights=None, steps_done=None) -> TrainedLoRA:
+    def averaged(self, averaged: bool = True):
+        """A ``with`` block in which the adapter holds what the run gives: the EMA weights where the run keeps one
+        (``averaged`` False: the trained weights)."""
+        return self.ema.applied() if self.ema is not None and averaged else nullcontext()
+
+    def weights(self, averaged: bool = True) -> dict:
+        """The LoRA the run gives now (ComfyUI keys): the EMA weights where the run keeps one."""
+        with self.averaged(averaged):
+            return self.lora.comfy_state_dict()
+
+    def result(self, state: TrainState, weights=None, steps_done=None, averaged: bool = True) -> TrainedLoRA:
         info = self.info.after(state.step if steps_done is None else steps_done, state.losses, state.skipped,
                                state.validation, self.stopper.best_step if state.validation else None,
                                state.stopped_early)
-        return TrainedLoRA(self.lora.comfy_state_dict() if weights is None else weights, info, state.losses,
+        info = replace(info, ema=self.ema is not None and averaged)
+        return TrainedLoRA(self.weights(averaged) if weights is None else weights, info, state.losses,
                            state.learning_rates)
 
-    def save(self, state: TrainState, weights_step: Optional[int] = None) -> Optional[str]:
-        """The LoRA file (named by ``weights_step``, the step its weights are from: the current one unless given) and
-        the training state."""
+    def save(self, state: TrainState, weights_step: Optional[int] = None, averaged: bool = True) -> Optional[str]:
+        """The LoRA file (named by ``weights_step``, the step its weights are from: the current one unless given;
+        ``averaged`` False: the trained weights, not the EMA) and the training state."""
         if self.run is None:
             return None
         step = state.step if weights_step is None else weights_step
         path = checkpoint.lora_file_name(self.run.path, step)
-        write_replacing(str(path), lora_file_bytes(self.result(state, steps_done=step), "kohya", "bf16"))
+        write_replacing(str(path), lora_file_bytes(self.result(state, steps_done=step, averaged=averaged), "kohya",
+                                                   "bf16"))
         checkpoint.save_state(self.run.path, {
             "run": self.run.path.name, "step": state.step, "identity": self.run.identity,
             "lora": self.lora.trainable_state(), "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "rng": checkpoint.rng_state(self.noise_gen, self.device),
-            "history": state.history(), "early_stopping": asdict(self.stopper), "best_weights": state.best_weights})
+            "history": state.history(), "early_stopping": asdict(self.stopper), "best_weights": state.best_weights,
+            "ema": self.ema.state_dict() if self.ema is not None else None})
         return str(path)
 
     def restore(self, saved: dict, state: TrainState):
@@ -214,6 +229,8 @@ class _Checkpoints:
         for key, value in saved["history"].items():
             setattr(state, key, value)
         state.best_weights = saved.get("best_weights")
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
         for key, value in saved["early_stopping"].items():
             setattr(self.stopper, key, value)
 
@@ -239,7 +256,7 @@ def _keep_on_divergence(model, patcher, before: WeightsBefore, checkpoints, stat
     if before.step:   # a copy from after at least one update (step 0 would be a LoRA that changes nothing)
         before.restore()
         if finite_prediction(model, checkpoints.lora.comfy_state_dict(), example):
-            path = _save_quietly(checkpoints, state, before.step)
+            path = _save_quietly(checkpoints, state, before.step, averaged=False)   # the weights just checked
             if not path:
                 return (f" The LoRA from before the update that started it (step {before.step}) gives finite output, "
                         "but it could not be saved (see the log).")
@@ -323,7 +340,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                                        d_coef=settings.prodigy_d_coef, fused=torch.device(device).type == "cuda")
             scheduler = make_scheduler(settings.scheduler, optimizer, settings.warmup_steps, settings.steps)
             state, stopper = TrainState(), EarlyStopping(settings.early_stopping_patience, settings.early_stopping_min_delta)
-            checkpoints = _Checkpoints(run, info, lora, optimizer, scheduler, noise_gen, stopper, device)
+            ema = AdapterEMA(params, settings.ema_decay) if settings.ema else None
+            checkpoints = _Checkpoints(run, info, lora, optimizer, scheduler, noise_gen, stopper, device, ema)
             before = WeightsBefore(params)   # what a divergence falls back to
             if resume is not None:
                 checkpoints.restore(resume, state)
@@ -369,6 +387,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     if math.isfinite(loss_value) and math.isfinite(norm_value):
                         before.take(done - 1)
                         optimizer.step()
+                        if ema is not None:
+                            ema.update()
                         state.losses.append(loss_value)
                         state.learning_rates.append(lr)
                         state.bad_in_a_row = 0
@@ -383,12 +403,12 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                                         _keep_on_divergence(model, patcher, before, checkpoints, state, examples[0]))
                     last = done == settings.steps
                     if validation is not None and (done % settings.validation_every == 0 or last):
-                        with comfy_training_mode():
+                        with comfy_training_mode(), checkpoints.averaged():
                             val = validation.loss(patcher, settings.train_guidance, device)
                         state.validation.append([done, val])
                         improved, state.stopped_early = stopper.update(done, val)
                         if improved:
-                            state.best_weights = lora.comfy_state_dict()
+                            state.best_weights = checkpoints.weights()
                         hooks.on_validation(done, val)
                     if (run is not None and settings.save_every and done % settings.save_every == 0 and not last
                             and not state.stopped_early and state.bad_in_a_row == 0):  # a skipped step changed nothing
@@ -396,7 +416,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     preview = None
                     every = hooks.checkpoint_every
                     if every > 0 and (done % every == 0 or last or state.stopped_early):
-                        weights = lora.comfy_state_dict()
+                        weights = checkpoints.weights()
                         patcher.eject_model()  # other code sees the plain model (e.g. LoRA key names); re-injected on reload
                         image = hooks.on_checkpoint(done, weights)
                         preview = ("JPEG", image, PREVIEW_SIZE) if image is not None else None
@@ -425,10 +445,11 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
     return result
 
 
-def _save_quietly(checkpoints: _Checkpoints, state: TrainState, weights_step: Optional[int] = None) -> Optional[str]:
+def _save_quietly(checkpoints: _Checkpoints, state: TrainState, weights_step: Optional[int] = None,
+                  averaged: bool = True) -> Optional[str]:
     """A checkpoint on the way out (Cancel, divergence): a failure to write it is logged, not raised over the cause."""
     try:
-        return checkpoints.save(state, weights_step)
+        return checkpoints.save(state, weights_step, averaged)
     except Exception as e:  # e.g. a full disk: the Cancel still goes through
         logging.error(f"Flux LoRA Train: could not save the checkpoint at step {state.step} ({type(e).__name__}: {e})")
         return None

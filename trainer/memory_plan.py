@@ -19,6 +19,7 @@ VRAM_TIERS = ("auto", "24 GB", "16 GB", "12 GB", "8 GB")
 TEXT_TOKENS = 512           # FLUX.1's T5 length: the plan assumes the longest caption
 WORKING_SET = 40                        # fitted: activations of the block being recomputed, in units of tokens x hidden
 LORA_BYTES = 12                         # fitted: bytes per LoRA parameter at the peak (weights, AdamW state, gradients)
+EMA_BYTES = 8                           # ema: the float32 average, and the trained weights' copy while it is applied
 CAST_BUFFERS = 2                        # fp8 / NF4 layers: weights cast to the compute dtype, a few at a time
 RESERVED_BYTES = int(1.0 * GIB)         # CUDA context, allocator slack, ComfyUI's reserve (an allowance, not fitted)
 BYTES = {"bf16": 2.0, "fp16": 2.0, "fp32": 4.0, "fp8": 1.0, "nf4": 0.5 + 1 / 64 + 4 / (64 * 256)}  # NF4: 4-bit codes + double-quantised absmax
@@ -95,13 +96,14 @@ def weight_bytes(facts: ModelFacts, base_weights: str) -> int:
 
 
 def other_bytes(facts: ModelFacts, base_weights: str, image_tokens: int, batch: int, checkpointing: bool,
-                trainable_params: int, compute_bytes: int = 2) -> int:
-    """Everything but the base weights: activations, LoRA weights + AdamW state + gradients (float32), cast buffers."""
+                trainable_params: int, compute_bytes: int = 2, ema: bool = False) -> int:
+    """Everything but the base weights: activations, LoRA weights + AdamW state + gradients (float32), cast buffers,
+    the EMA of the LoRA weights (``ema``)."""
     unit = (image_tokens + TEXT_TOKENS) * facts.hidden * compute_bytes * batch
     activations = unit * (facts.blocks + WORKING_SET) if checkpointing else unit * WORKING_SET * facts.blocks
     fmt = facts.loaded_format if base_weights == "as loaded" else base_weights
     casts = facts.largest_linear * compute_bytes * CAST_BUFFERS if fmt in ("fp8", "nf4") else 0
-    return int(activations + trainable_params * LORA_BYTES + casts)
+    return int(activations + trainable_params * (LORA_BYTES + (EMA_BYTES if ema else 0)) + casts)
 
 
 def tier_bytes(tier: str) -> int:
@@ -110,18 +112,20 @@ def tier_bytes(tier: str) -> int:
 
 def make_plan(facts: ModelFacts, *, tier: str, base_weights: str, gpu_weights_gb: float, image_tokens: int, batch: int,
               checkpointing: bool, trainable_params: int, available: int, free_ram: int, on_gpu: bool,
-              dense_only: bool = False, nf4_available: bool = True) -> Plan:
+              dense_only: bool = False, nf4_available: bool = True, ema: bool = False) -> Plan:
     """Chooses the base weight format (when 'auto') and how much of it stays in VRAM, and checks that the run fits.
 
     ``available``: VRAM bytes the run can have (free + what ComfyUI can unload); ``free_ram``: system RAM bytes free.
     ``dense_only``: the adapter needs the unquantized weights (DoRA, PiSSA-style inits): 'auto' keeps them as loaded.
-    ``nf4_available``: bitsandbytes imports here; without it 'auto' never picks NF4.
+    ``nf4_available``: bitsandbytes imports here; without it 'auto' never picks NF4. ``ema``: the run keeps an EMA of
+    the LoRA weights.
     Raises :class:`NotEnoughMemory` with what to change when it cannot fit."""
     budget = available if tier == "auto" else min(available, tier_bytes(tier)) if on_gpu else tier_bytes(tier)
     usable = budget - RESERVED_BYTES if on_gpu or tier != "auto" else None
 
     def cost(fmt):
-        return weight_bytes(facts, fmt), other_bytes(facts, fmt, image_tokens, batch, checkpointing, trainable_params)
+        return weight_bytes(facts, fmt), other_bytes(facts, fmt, image_tokens, batch, checkpointing, trainable_params,
+                                                     ema=ema)
 
     if usable is None:   # CPU without a tier: nothing to plan for
         fmt = "as loaded" if base_weights == "auto" else base_weights
@@ -231,7 +235,8 @@ def plan_run(model, settings, image_tokens: int) -> Plan:
                      checkpointing=settings.gradient_checkpointing,
                      trainable_params=trainable_count(model.model.diffusion_model, settings.lora),
                      available=available, free_ram=ram, on_gpu=on_gpu,
-                     dense_only=settings.use_dora or settings.lora.moves_base_weight, nf4_available=nf4_available)
+                     dense_only=settings.use_dora or settings.lora.moves_base_weight, nf4_available=nf4_available,
+                     ema=settings.ema)
     if settings.fp8_matmul and settings.base_weights == "auto":
         plan = replace(plan, reason="fp8 base weights: fp8_matmul multiplies by them in fp8.")
     return plan

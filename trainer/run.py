@@ -77,8 +77,8 @@ class RunOutputs:
 class _CheckpointSamples(TrainingHooks):
     """Renders the sample prompts at each checkpoint and passes progress on to the node's hooks."""
 
-    def __init__(self, hooks: RunHooks, model, vae, prompts: Optional[PromptSet]):
-        self.hooks, self.model, self.vae, self.prompts = hooks, model, vae, prompts
+    def __init__(self, hooks: RunHooks, model, vae, prompts: Optional[PromptSet], label: str = "step {}"):
+        self.hooks, self.model, self.vae, self.prompts, self.label = hooks, model, vae, prompts, label
         self.checkpoint_every = prompts.settings.every_n_steps if prompts is not None else 0
         self.rows, self.steps, self.saved, self.warnings = [], [], [], []
         self.spill_watch = SpillWatch() if spills_silently(model.load_device) else None   # Windows + CUDA
@@ -111,13 +111,13 @@ class _CheckpointSamples(TrainingHooks):
     def on_checkpoint(self, step, weights):
         self.rows.append(self.prompts.row(render(self.model, self.vae, self.prompts, weights)))
         self.steps.append(step)
-        grid = to_pil(labelled_grid(self.rows[-1:], [f"step {step}"]))
+        grid = to_pil(labelled_grid(self.rows[-1:], [self.label.format(step)]))
         self.hooks.on_samples(step, grid)
         self.last_step = None   # sampling took time: the next interval is not a step time
         return grid
 
     def grid(self):
-        return labelled_grid(self.rows, [f"step {s}" for s in self.steps]) if self.rows else None
+        return labelled_grid(self.rows, [self.label.format(s) for s in self.steps]) if self.rows else None
 
 
 def _check_adapters(model, settings: TrainSettings):
@@ -139,7 +139,7 @@ def _resume(runs_root, resume: str, identity: dict, settings: TrainSettings):
         raise ValueError("Resuming needs the runs folder (this node has none).")
     path = checkpoint.find_run(runs_root, resume)
     saved = checkpoint.load_state(path)
-    checkpoint.check_resumable(saved, identity, settings.as_dict(), resumable_names())
+    checkpoint.check_resumable(saved, identity, settings.as_dict(), resumable_names(), TrainSettings().as_dict())
     return path, saved
 
 
@@ -183,7 +183,9 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     logging.info(f"Flux LoRA Train: {plan.describe()}")
     if advice:
         logging.warning(f"Flux LoRA Train: {advice}")
-    hooks.on_plan(plan.describe() + (f" {advice}" if advice else ""))
+    ema_note = (f" Samples, validation and the saved LoRAs use the EMA of the weights (decay {settings.ema_decay:g})."
+                if settings.ema else "")
+    hooks.on_plan(plan.describe() + (f" {advice}" if advice else "") + ema_note)
     train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
     identity = {"dataset": dataset.fingerprint() + (regularization.fingerprint() if regularization else ""),
                 "model": checkpoint.model_identity(model), "settings": settings.as_dict(),
@@ -217,7 +219,7 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     validation = ValidationSet.build([examples[i] for i in val_ids], settings.seed) if val_ids else None
     if runs_root and run_path is None:
         run_path = checkpoint.new_run_folder(runs_root, dataset.trigger or Path(dataset.folder or "lora").name)
-    loop_hooks = _CheckpointSamples(hooks, model, vae, prompts)
+    loop_hooks = _CheckpointSamples(hooks, model, vae, prompts, "step {} (EMA)" if settings.ema else "step {}")
     lora = train_flux_lora(trained_model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
                            dataset.describe(), preset, validation, RunFolder(run_path, identity) if run_path else None,
                            saved, preservation, plan)

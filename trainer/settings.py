@@ -94,6 +94,14 @@ class TrainSettings:
     output_lora: str = setting("last step", "What the node outputs: the LoRA of the last step, or of the step with the "
                                             "lowest validation loss (also saved in the run's folder).",
                                choices=("last step", "best validation"), only="validation", resumable=True)
+    ema: bool = setting(False, "Keep an exponential moving average (EMA) of the LoRA weights: smooths out the noise of "
+                               "the last steps, often a cleaner LoRA (ai-toolkit, SimpleTuner). On: every LoRA the run "
+                               "gives (checkpoint files and samples, validation, the output) is the average; the "
+                               "file's metadata says so. One more copy of the LoRA in VRAM.")
+    ema_decay: float = setting(0.999, "How slowly the EMA follows the training: it averages about the last "
+                                      "1/(1-decay) steps (0.999: ~1000; 0.99 for runs under ~1000 steps). Warms up "
+                                      "as diffusers' EMAModel does: min(decay, (1+n)/(10+n)) after n steps.",
+                               min=0.5, max=0.99999, step=0.0001, only="ema")
     adapter: str = setting("lora", "lora: low-rank adapter (with optional DoRA). lokr: LyCORIS LoKr, a Kronecker "
                                    "product adapter. loha: LyCORIS LoHa, the elementwise product of two low-rank "
                                    "pairs (rank r reaches up to r^2; twice LoRA's parameters). LoKr and LoHa are saved in "

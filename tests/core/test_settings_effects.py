@@ -16,6 +16,8 @@ PROBES = {
     "early_stopping_min_delta": (10.0, VALIDATE, "validation"),
     "output_lora": ("best validation", {**VALIDATE, "early_stopping_min_delta": 10.0}),
     "save_every": (1, {}, "files"),
+    "ema": (True, {}),
+    "ema_decay": (0.5, {"ema": True, "steps": 12}),   # the warm-up's (1+n)/(10+n) stays below 0.5 until step 9
     "adapter": ("lokr", {}),
     "lokr_factor": (4, {"adapter": "lokr"}),
     "init": ("pissa", {}),

@@ -36,17 +36,19 @@ def _saved(comfy, executor, node="save"):
     return (comfy["loras"] / name).read_bytes()
 
 
-def test_cancel_then_resume_gives_the_same_file_as_a_straight_run(comfy):
-    straight, _ = harness.run(_graph(comfy, "flux_lora/resume_check"))
+@pytest.mark.parametrize("ema", [{}, {"ema": True, "ema_decay": 0.8}], ids=["plain", "ema"])
+def test_cancel_then_resume_gives_the_same_file_as_a_straight_run(comfy, ema):
+    """(With ema on, the average continues from the saved one: resuming without it would give another file.)"""
+    straight, _ = harness.run(_graph(comfy, "flux_lora/resume_check", **ema))
     assert straight.success, harness.error_message(straight)
 
     runs_before = set(comfy["runs"].glob("*"))
-    cancelled = _run_with_cancel_at(_graph(comfy, "flux_lora/resume_check"), 5)
+    cancelled = _run_with_cancel_at(_graph(comfy, "flux_lora/resume_check", **ema), 5)
     assert any(event == "execution_interrupted" for event, _ in cancelled.status_messages)
     (run,) = set(comfy["runs"].glob("*")) - runs_before
     assert sorted(p.name for p in run.iterdir()) == [f"{run.name}_step000005.safetensors", "training-state.fluxlora"]
 
-    resumed, _ = harness.run(_graph(comfy, "flux_lora/resume_check", resume="latest"))
+    resumed, _ = harness.run(_graph(comfy, "flux_lora/resume_check", resume="latest", **ema))
     assert resumed.success, harness.error_message(resumed)
     assert len(resumed.history_result["outputs"]["train"]["loss"]) == 12  # the 5 losses before + the 7 after
     assert _saved(comfy, resumed) == _saved(comfy, straight)
