@@ -7,10 +7,12 @@ from comfy_api.latest import ComfyExtension, io
 from .advanced import AdvancedSettings
 from .caption import AutoCaption
 from .class_images import ClassImages
+from .compare import CompareCheckpoints
 from .dataset import DatasetLoader
 from .images import ImageDataset
 from .live import register_routes
 from .sampler import TestSampler
+from .slider import FluxLoRASliderTrain
 from .save import SaveLoRA
 from .train import FluxLoRATrain
 from .trigger import TriggerWord
@@ -23,4 +25,4 @@ class FluxLoRAExtension(ComfyExtension):
             folder_paths.folder_names_and_paths["captioners"] = ([os.path.join(folder_paths.models_dir, "captioners")], set())
         register_routes()
         return [DatasetLoader, ImageDataset, AutoCaption, TriggerWord, FluxLoRATrain, AdvancedSettings, SaveLoRA,
-                TestSampler, ClassImages]
+                TestSampler, ClassImages, FluxLoRASliderTrain, CompareCheckpoints]

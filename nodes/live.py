@@ -7,10 +7,14 @@ step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at e
 (e.g. a checkpoint that could not be written; training goes on), ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
 settings. Headless runs (no server) simply skip the events.
 """
+import logging
 import os
 import time
 
+import torch
+
 import folder_paths
+from comfy_api.latest import ui
 
 from ..trainer.run import RunHooks
 from ..trainer.settings import PRESETS, TrainSettings
@@ -31,6 +35,13 @@ def _send(event, data):
     instance = _server()
     if instance is not None:
         instance.send_sync(event, data, getattr(instance, "client_id", None))
+
+
+def send_progress_text(text: str, node):
+    """A line of text under the node while it works (ComfyUI's progress-text event, where the server has it)."""
+    instance = _server()
+    if instance is not None and node is not None and hasattr(instance, "send_progress_text"):
+        instance.send_progress_text(text, str(node), getattr(instance, "client_id", None))
 
 
 class LiveRun(RunHooks):
@@ -78,6 +89,33 @@ class LiveRun(RunHooks):
     def finish(self):
         HISTORY[self.node]["done"] = True
         _send("fluxlora.done", {"node": self.node})
+
+
+class NodeRun(LiveRun):
+    """A training node's run: live chart events; Cancel keeps the work (the run saves a checkpoint, logged here)."""
+
+    resume_hint = " (resume it with resume: latest)"
+
+    def on_interrupt(self, partial):
+        logging.warning(f"Flux LoRA training interrupted after {partial.info.steps_done} steps; the LoRA so far and the "
+                        f"training state are in {partial.info.run or 'no run folder'}{self.resume_hint}")
+
+
+def sample_grid(run):
+    """A run's sample grid as the node outputs it (a blank image when no Test Sampler was connected)."""
+    return run.sample_grid if run.sample_grid is not None else torch.zeros(1, 64, 64, 3)
+
+
+def run_report(cls, run) -> dict:
+    """What a training node shows and keeps in ComfyUI's history: the loss curve and sample grid, the losses,
+    checkpoints, run folder, files saved, warnings and the memory plan."""
+    shown = ui.PreviewImage(run.loss_curve, cls=cls).as_dict()
+    if run.sample_grid is not None:
+        shown["images"] += ui.PreviewImage(run.sample_grid, cls=cls).as_dict()["images"]
+    shown.update(loss=[round(v, 6) for v in run.lora.losses], checkpoints=run.checkpoints, run=[run.lora.info.run],
+                 saved=[os.path.basename(p) for p in run.saved], warnings=list(run.warnings),
+                 memory=[run.plan.describe()] if run.plan is not None else [])
+    return shown
 
 
 def presets_json() -> dict:

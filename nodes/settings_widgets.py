@@ -21,10 +21,12 @@ def _float_kwargs(meta):
     return {"step": step, "round": step / 10 if step < 1e-3 else step}
 
 
-def setting_input(name, from_preset=False):
+def setting_input(name, from_preset=False, default=None):
     """The widget for one declared setting; ``from_preset`` adds the 'use the preset's value' choice and makes the input
-    optional (a workflow saved before a setting existed still loads and runs: the missing setting follows the preset)."""
-    typ, default, meta = _BY_NAME[name]
+    optional (a workflow saved before a setting existed still loads and runs: the missing setting follows the preset).
+    ``default``: another starting value than the declared one (a node whose task wants other values, e.g. sliders)."""
+    typ, declared_default, meta = _BY_NAME[name]
+    default = declared_default if default is None else default
     opt = {"optional": True} if from_preset else {}
     if meta["choices"] is not None or typ is bool:
         options = list(meta["choices"]) if meta["choices"] is not None else ["on", "off"]

@@ -1,36 +1,13 @@
 """FluxLoRATrain node: a preset and the few settings most users change; the rest comes from the advanced node."""
-import logging
-import os
+from comfy_api.latest import io
 
-import torch
-
-import folder_paths
-from comfy_api.latest import io, ui
-
-from ..trainer.checkpoint import list_runs, runs_root
+from ..trainer.checkpoint import list_runs
 from ..trainer.run import train_run
 from ..trainer.settings import DEFAULT_PRESET, PRESET_NOTES, PRESETS, TrainSettings, basic_names
-from .live import LiveRun
+from .folders import cache_folder, runs_folder
+from .live import NodeRun, run_report, sample_grid
 from .settings_widgets import setting_input
 from .types import FLUX_DATASET, FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
-
-def cache_folder():
-    """Encoded latents / captions persist here across runs and restarts; safe to delete."""
-    return os.path.join(folder_paths.get_user_directory(), "fluxlora_cache")
-
-
-def runs_folder():
-    """Each run's checkpoints (LoRA files LoraLoader lists, and the state to resume from)."""
-    return runs_root(folder_paths.get_folder_paths("loras"), folder_paths.get_output_directory())
-
-
-class _NodeRun(LiveRun):
-    """Live chart events; Cancel keeps the work (the run saves a checkpoint, logged here)."""
-
-    def on_interrupt(self, partial):
-        logging.warning(f"Flux LoRA training interrupted after {partial.info.steps_done} steps; the LoRA so far and the "
-                        f"training state are in {partial.info.run or 'no run folder'} (resume it with resume: latest)")
-
 
 class FluxLoRATrain(io.ComfyNode):
     @classmethod
@@ -86,19 +63,14 @@ class FluxLoRATrain(io.ComfyNode):
     def execute(cls, model, clip, vae, dataset, preset, resume="off", sample_settings=None, regularization=None,
                 advanced=None, **basic) -> io.NodeOutput:
         settings = TrainSettings.from_preset(preset, **(advanced or {}), **basic)
-        live = _NodeRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps)
+        live = NodeRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps)
         run = train_run(model, clip, vae, dataset, settings, preset=preset, sample_settings=sample_settings,
                         hooks=live, cache_root=cache_folder(), runs_root=runs_folder(), resume=resume,
                         regularization=regularization)
         live.finish()
-        grid = run.sample_grid if run.sample_grid is not None else torch.zeros(1, 64, 64, 3)
-        shown = ui.PreviewImage(run.loss_curve, cls=cls).as_dict()
-        if run.sample_grid is not None:
-            shown["images"] += ui.PreviewImage(run.sample_grid, cls=cls).as_dict()["images"]
-        shown.update(loss=[round(v, 6) for v in run.lora.losses], checkpoints=run.checkpoints, run=[run.lora.info.run],
-                     saved=[os.path.basename(p) for p in run.saved], warnings=list(run.warnings),
-                     validation=[list(v) for v in run.lora.info.validation],
+        shown = run_report(cls, run)
+        shown.update(validation=[list(v) for v in run.lora.info.validation],
                      encoded=[{"images": run.images_encoded, "captions": run.captions_encoded,
-                               "cache_hits": run.cache_hits}],
-                     memory=[run.plan.describe()] if run.plan is not None else [])
-        return io.NodeOutput(run.lora, run.model, {"loss": list(run.lora.losses)}, run.loss_curve, grid, ui=shown)
+                               "cache_hits": run.cache_hits}])
+        return io.NodeOutput(run.lora, run.model, {"loss": list(run.lora.losses)}, run.loss_curve, sample_grid(run),
+                             ui=shown)

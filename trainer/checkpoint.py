@@ -50,15 +50,16 @@ def new_run_folder(root: str, hint: str) -> Path:
     return path
 
 
-def find_run(root: str, name: str) -> Path:
+def find_run(root: str, name: str, action: str = "resume") -> Path:
+    """The run folder ``name`` ('latest': the newest) under ``root``; ``action`` words the errors."""
     runs = list_runs(root)
     if name == "latest":
         if not runs:
-            raise ValueError(f"Nothing to resume: no run with a saved training state in {root}.")
+            raise ValueError(f"Nothing to {action}: no run with a saved training state in {root}.")
         name = runs[0]
     if name not in runs:
-        raise ValueError(f"Cannot resume '{name}': no training state in {os.path.join(root, name)}. "
-                         f"Runs that can be resumed: {', '.join(runs[:8]) or 'none'}.")
+        raise ValueError(f"Cannot {action} '{name}': no training state in {os.path.join(root, name)}. "
+                         f"Runs there: {', '.join(runs[:8]) or 'none'}.")
     return Path(root) / name
 
 

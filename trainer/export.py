@@ -202,6 +202,8 @@ def metadata(info, fmt: str, precision: str, trigger_word: str = "") -> dict:
         meta["fluxlora_assistant_lora"] = s.assistant_lora
     if info.base_weights != "as loaded":
         meta["fluxlora_base_weights"] = info.base_weights
+    if info.slider:   # strength_model is the slider: +1 toward the positive prompt, -1 toward the negative
+        meta["fluxlora_slider"] = json.dumps(info.slider, sort_keys=True)
     meta["fluxlora_ema"] = json.dumps({"decay": s.ema_decay}) if info.ema else "false"   # are these the EMA weights?
     return meta
 

@@ -26,6 +26,7 @@ from .predict import predict_velocity
 from .preservation import differential_output_loss
 from .result import RunInfo, TrainedLoRA
 from .settings import TrainSettings
+from .slider import SliderPrompts, slider_loss
 from .validation import EarlyStopping
 from .base_weights import training_copy
 from .memory_plan import Plan, plan_run
@@ -94,17 +95,22 @@ def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: t
     return _batch(patcher, examples, indices, settings, generator, device, empty_caption)[0]
 
 
-def _batch(patcher, examples, indices, settings, generator, device, empty_caption):
-    """(loss, noisy latents, sigmas) of one batch."""
-    batch = [examples[i] for i in indices]
-    latents, context, pooled = collate(batch, empty_caption, settings.caption_dropout, generator)
-    reference = collate_references(batch, settings.reference_dropout, generator)
+def _noised(latents, settings, generator, device):
+    """(clean latents, noise, noisy latents, sigmas) on ``device``; noise, then sigmas, drawn from ``generator``."""
     x0 = latents.to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
     image_tokens = (x0.shape[-2] // 2) * (x0.shape[-1] // 2)
     sigmas = objective.sample_sigmas(settings.sigma_sampling, x0.shape[0], generator,
                                      shift=settings.sigma_shift, image_tokens=image_tokens)
-    xt = objective.noisy_latents(x0, noise, sigmas.to(device))
+    return x0, noise, objective.noisy_latents(x0, noise, sigmas.to(device)), sigmas
+
+
+def _batch(patcher, examples, indices, settings, generator, device, empty_caption):
+    """(loss, noisy latents, sigmas) of one batch."""
+    batch = [examples[i] for i in indices]
+    latents, context, pooled = collate(batch, empty_caption, settings.caption_dropout, generator)
+    reference = collate_references(batch, settings.reference_dropout, generator)
+    x0, noise, xt, sigmas = _noised(latents, settings, generator, device)
     prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance, reference)
     weights = objective.loss_weights(settings.loss_weighting, sigmas).to(device)
     return objective.flow_matching_loss(prediction, objective.velocity_target(x0, noise), weights), xt, sigmas
@@ -307,7 +313,8 @@ def _gradient_batches(patcher, examples, settings, device):
 
 def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: TrainingHooks = None, empty_caption=None,
                     dataset=None, preset: str = "", validation=None, run: Optional[RunFolder] = None,
-                    resume: Optional[dict] = None, preservation=None, plan: Optional[Plan] = None) -> TrainedLoRA:
+                    resume: Optional[dict] = None, preservation=None, plan: Optional[Plan] = None,
+                    slider: Optional[SliderPrompts] = None) -> TrainedLoRA:
     """Trains a LoRA on ``model`` (a ComfyUI MODEL holding FLUX.1) and returns its weights.
 
     The MODEL itself is never modified: training happens on a clone whose LoRA layers are injected only while it is
@@ -316,7 +323,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
     ``validation`` (a ValidationSet) is evaluated every ``settings.validation_every`` steps. With ``run``, checkpoints
     go to that run folder; ``resume`` (a state loaded from one) continues where it stopped. ``preservation`` (a
     preservation.Preservation) adds the regularization-image or differential-output loss. ``plan`` (memory_plan.Plan)
-    says how VRAM is used; without one it is made here.
+    says how VRAM is used; without one it is made here. ``slider`` (slider.SliderPrompts) trains a slider LoRA
+    instead: the examples only give the noisy latents, the objective is :func:`.slider.slider_loss`.
     """
     if not examples:
         raise ValueError("No training examples.")
@@ -324,6 +332,8 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
         raise ValueError("caption dropout needs the empty caption's embedding")
     hooks = hooks or TrainingHooks()
     info = run_info(model, examples, settings, dataset, preset, run.path.name if run else "")
+    if slider is not None:
+        info = replace(info, slider=slider.described)
     device = model.load_device
     with torch.inference_mode(False), torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(settings.seed)
@@ -367,6 +377,14 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                     step_loss = torch.zeros((), device=device)
                     with comfy_training_mode():  # forward and backward (with its recompute) take the same code paths
                         for _ in range(settings.grad_accumulation):
+                            if slider is not None:   # backward inside, once per polarity
+                                batch = torch.stack([examples[i].latent for i in next(batches)])
+                                xt, sigmas = _noised(batch, settings, noise_gen, device)[2:]
+                                state.batches_drawn += 1
+                                step_loss = step_loss + slider_loss(
+                                    patcher, lora, xt, sigmas, slider, settings.train_guidance,
+                                    backward=1 / settings.grad_accumulation) / settings.grad_accumulation
+                                continue
                             loss, xt, sigmas = _batch(patcher, examples, next(batches), settings, noise_gen, device,
                                                       empty_caption)
                             state.batches_drawn += 1

@@ -11,6 +11,7 @@ copy of each base weight; the shared weights are never changed. The part they wo
 lives in a frozen second adapter ("init") that holds the initial values negated, so the effective weight is
 ``W + s*(B A - B0 A0)``: what peft trains, and exactly a rank-2r LoRA on the untouched base when saved.
 """
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -176,6 +177,19 @@ class FluxLoRA:
             parent, child = _parent(self.model, name)
             if getattr(parent, child) is layer:
                 setattr(parent, child, layer.base_layer)
+
+    @contextmanager
+    def multiplier(self, value: float):
+        """The trained adapter applied at ``value`` x its strength inside the ``with`` block (LoraLoader's
+        ``strength_model``: every adapter here is linear in its scale, DoRA excepted, which sliders refuse)."""
+        saved = {name: layer.scaling[ADAPTER] for name, layer in self.layers.items()}
+        for name, layer in self.layers.items():
+            layer.scaling[ADAPTER] = saved[name] * value
+        try:
+            yield
+        finally:
+            for name, layer in self.layers.items():
+                layer.scaling[ADAPTER] = saved[name]
 
     def injection(self):
         return comfy.patcher_extension.PatcherInjection(inject=lambda _mp: self.attach(), eject=lambda _mp: self.detach())

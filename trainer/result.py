@@ -25,6 +25,7 @@ class RunInfo:
     resumed_at: Optional[int] = None     # the step this run was resumed from
     init_seconds: Optional[float] = None # time the LoRA-GA / PiSSA / OLoRA initialisation took
     base_weights: str = "as loaded"      # the frozen weights trained against: 'as loaded', 'fp8' or 'nf4'
+    slider: Optional[dict] = None        # a slider LoRA: its prompts and guidance strength
     ema: bool = False                    # the weights are the EMA of the trained ones (settings.ema_decay)
 
     @property

@@ -28,6 +28,7 @@ from .preservation import Preservation
 from .result import TrainedLoRA
 from .sampling import PromptSet, SampleSettings, labelled_grid, render
 from .settings import TrainSettings, resumable_names
+from .slider import STRENGTHS, SliderPrompts, SliderSpec, check_slider_settings
 from .sysmem import SpillWatch, fallback_advice, spills_silently
 from .validation import ValidationSet, split_indices
 from .vram import release
@@ -77,8 +78,10 @@ class RunOutputs:
 class _CheckpointSamples(TrainingHooks):
     """Renders the sample prompts at each checkpoint and passes progress on to the node's hooks."""
 
-    def __init__(self, hooks: RunHooks, model, vae, prompts: Optional[PromptSet], label: str = "step {}"):
+    def __init__(self, hooks: RunHooks, model, vae, prompts: Optional[PromptSet], label: str = "step {}",
+                 strengths=(1.0,)):
         self.hooks, self.model, self.vae, self.prompts, self.label = hooks, model, vae, prompts, label
+        self.strengths = strengths   # a slider's strip: every prompt at each LoRA strength, the same seed
         self.checkpoint_every = prompts.settings.every_n_steps if prompts is not None else 0
         self.rows, self.steps, self.saved, self.warnings = [], [], [], []
         self.spill_watch = SpillWatch() if spills_silently(model.load_device) else None   # Windows + CUDA
@@ -109,7 +112,8 @@ class _CheckpointSamples(TrainingHooks):
         self.hooks.on_warning(text)
 
     def on_checkpoint(self, step, weights):
-        self.rows.append(self.prompts.row(render(self.model, self.vae, self.prompts, weights)))
+        images = torch.cat([render(self.model, self.vae, self.prompts, weights, strength=s) for s in self.strengths])
+        self.rows.append(self.prompts.row(images))
         self.steps.append(step)
         grid = to_pil(labelled_grid(self.rows[-1:], [self.label.format(step)]))
         self.hooks.on_samples(step, grid)
@@ -146,12 +150,13 @@ def _resume(runs_root, resume: str, identity: dict, settings: TrainSettings):
 def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str = "",
               sample_settings: Optional[SampleSettings] = None, hooks: Optional[RunHooks] = None,
               cache_root: Optional[str] = None, runs_root: Optional[str] = None, resume: str = "off",
-              regularization=None) -> RunOutputs:
+              regularization=None, slider: Optional[SliderSpec] = None) -> RunOutputs:
     """Trains a LoRA on ``dataset`` (a FluxDataset) with ComfyUI's MODEL/CLIP/VAE; the MODEL is left unchanged.
 
     With ``runs_root`` the run gets its own folder there for checkpoints; ``resume`` ('latest' or a run folder's name)
     continues a saved run instead. ``regularization`` (a FluxDataset of class images) is trained on alongside, for
-    preservation 'regularization images'. Everything that can be checked is checked before the first image is encoded."""
+    preservation 'regularization images'. ``slider`` trains a slider LoRA from its prompts (the dataset's images give the
+    noisy latents only). Everything that can be checked is checked before the first image is encoded."""
     hooks = hooks or RunHooks()
     info = flux_info(model)
     check_schnell(info, settings)
@@ -175,6 +180,11 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
                                                           f"'{settings.preservation}')." if regularization is not None
                                                           else " (no dataset is connected)."))
     _check_adapters(model, settings)
+    if slider is not None:
+        slider.check()
+        check_slider_settings(settings)
+        if regularization is not None or is_paired(dataset):
+            raise ValueError("A slider trains from its prompts: connect no regularization dataset and no control images.")
     image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16) * (2 if im.control is not None else 1)  # Kontext:
                        for im in dataset.images + (regularization.images if regularization else ()))  # + reference
     plan = plan_run(model, settings, image_tokens)   # refuses a run that cannot fit, before any encoding
@@ -189,7 +199,7 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     train_ids, val_ids = split_indices(len(dataset.images), settings.validation_images, settings.seed)
     identity = {"dataset": dataset.fingerprint() + (regularization.fingerprint() if regularization else ""),
                 "model": checkpoint.model_identity(model), "settings": settings.as_dict(),
-                "base_weights": plan.base_weights}
+                "base_weights": plan.base_weights, **({"slider": slider.as_dict()} if slider else {})}
     run_path, saved = _resume(runs_root, resume, identity, settings)
     uncaptioned = [im.name for im in dataset.images if not im.caption]
     if uncaptioned:
@@ -198,6 +208,10 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     encoder = Encoder(model, clip, vae, cache)
     examples = encoder.examples(sources_from_dataset(dataset))
     empty_caption = encoder.text("") if settings.caption_dropout > 0 else None
+    slider_prompts = None
+    if slider is not None:
+        slider_prompts = SliderPrompts(encoder.text(slider.target), encoder.text(slider.positive),
+                                       encoder.text(slider.negative), slider.guidance_strength, slider.as_dict())
     preservation = None
     if settings.preservation == "regularization images":
         class_sources = sources_from_dataset(regularization)
@@ -219,10 +233,11 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     validation = ValidationSet.build([examples[i] for i in val_ids], settings.seed) if val_ids else None
     if runs_root and run_path is None:
         run_path = checkpoint.new_run_folder(runs_root, dataset.trigger or Path(dataset.folder or "lora").name)
-    loop_hooks = _CheckpointSamples(hooks, model, vae, prompts, "step {} (EMA)" if settings.ema else "step {}")
+    label = "step {}" + (" (EMA)" if settings.ema else "") + ("\n-1 | 0 | +1" if slider else "")   # STRENGTHS
+    loop_hooks = _CheckpointSamples(hooks, model, vae, prompts, label, STRENGTHS if slider else (1.0,))
     lora = train_flux_lora(trained_model, [examples[i] for i in train_ids], settings, loop_hooks, empty_caption,
                            dataset.describe(), preset, validation, RunFolder(run_path, identity) if run_path else None,
-                           saved, preservation, plan)
+                           saved, preservation, plan, slider_prompts)
     with torch.inference_mode(False):
         curve = loss_curve_image(lora.losses, lora.learning_rates, markers=loop_hooks.steps,
                                  validation=lora.info.validation)

@@ -65,12 +65,12 @@ class PromptSet:
         return ([self.reference.float().cpu()] if self.reference is not None else []) + list(images)
 
 
-def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> torch.Tensor:
+def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None, strength: float = 1.0) -> torch.Tensor:
     """Euler, fixed seed: one image per prompt (or, with ``seeds``, one per seed of the first prompt), sampled the way
     each family's stock workflow samples it: FLUX.1-dev with its resolution-dependent shift and distilled guidance,
     FLUX.2-dev with distilled guidance, FLUX.2 klein and Chroma (not guidance-distilled) with CFG at ``guidance``
-    against the empty prompt. ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch, exactly like
-    LoraLoader."""
+    against the empty prompt. ``lora_weights`` (ComfyUI LoRA keys) are applied as a normal patch at ``strength``,
+    exactly like LoraLoader (strength 0: the model without them)."""
     s = prompt_set.settings
     info = flux_info(model)
     distilled = has_guidance_input(info)
@@ -79,8 +79,8 @@ def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None) -> 
     jobs = [(p, s.seed) for p in positives] if seeds is None else [(positives[0], x) for x in seeds]
     cfg = 1.0 if distilled or info.variant == "schnell" else s.guidance
     with torch.random.fork_rng(devices=[]), torch.inference_mode():  # never disturb the training RNG stream
-        if lora_weights is not None:
-            model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), 1.0, 0)
+        if lora_weights is not None and strength != 0:
+            model, _ = comfy.sd.load_lora_for_models(model, None, dict(lora_weights), strength, 0)
         if info.family == "flux1" and isinstance(model.get_model_object("model_sampling"),
                                                  comfy.model_sampling.ModelSamplingFlux):
             model = ModelSamplingFlux().patch(model, 1.15, 0.5, s.width, s.height)[0]   # FLUX.1-dev's shift

@@ -5,7 +5,7 @@ import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { migrateGraph, addAdvancedNodes } from "./migrate.js";
 
-const TRAIN_NODE = "FluxLoRA_Train";
+const TRAIN_NODES = ["FluxLoRA_Train", "FluxLoRA_SliderTrain"]; // the nodes that train and show the chart
 const PRESET_WIDGETS = ["steps", "learning_rate", "rank"]; // on the train node; the preset fills them when picked
 let presets = null; // name -> settings, from /fluxlora/presets
 
@@ -123,7 +123,7 @@ function draw(node) {
 
 function redrawAll() {
   for (const node of app.graph?.nodes ?? []) {
-    if (node.comfyClass === TRAIN_NODE || node.type === TRAIN_NODE) draw(node);
+    if (TRAIN_NODES.includes(node.comfyClass) || TRAIN_NODES.includes(node.type)) draw(node);
   }
   app.graph?.setDirtyCanvas(true, false);
 }
@@ -203,7 +203,7 @@ app.registerExtension({
     await loadHistory();
   },
   async nodeCreated(node) {
-    if (node.comfyClass !== TRAIN_NODE) return;
+    if (!TRAIN_NODES.includes(node.comfyClass)) return;
     const preset = node.widgets?.find((w) => w.name === "preset");
     if (preset) {
       const previous = preset.callback;

@@ -83,3 +83,42 @@ def test_family_workflow_trains_and_samples_with_the_lora(comfy, family, name, c
     assert out.get("20", {}).get("images")
     assert out["9"]["text"][0].startswith(f"Saved flux_lora/wf_{family}_000004steps_")
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+
+
+def test_slider_workflow_trains_from_prompts_and_samples_a_strength_strip(comfy, caplog):
+    """The bundled slider workflow: no dataset (the target prompt's images are rendered once and kept), checkpoint
+    samples at strength -1 | 0 | +1 per prompt, and the saved slider LoRA in stock LoraLoaderModelOnly at strength -1
+    (no key left unloaded). A second run renders nothing again."""
+    from PIL import Image
+    prompt = workflow_swaps.tiny_api(load_api("flux_lora_slider"), "", "flux_lora/wf_slider")
+    executor, _ = harness.run(prompt)
+    assert executor.success, harness.error_message(executor)
+    out = executor.history_result["outputs"]
+    assert out["8"]["checkpoints"] == [2, 4]
+    import folder_paths
+    grid_file = out["8"]["images"][1]
+    grid = Image.open(Path(folder_paths.get_directory_by_type(grid_file["type"])) / grid_file["subfolder"]
+                      / grid_file["filename"])
+    assert grid.size == (110 + 6 * 256, 2 * 256)   # label + 2 prompts x 3 strengths, one row per checkpoint
+    assert out["9"]["text"][0].startswith("Saved flux_lora/wf_slider_000004steps_")
+    assert out.get("20", {}).get("images")
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+    cached = sorted((comfy["root"] / "user").rglob("class_images/*/*.png"))
+    assert len(cached) >= 2
+    prompt["8"]["inputs"]["learning_rate"] = 0.004   # (another run, not ComfyUI's cached outputs)
+    again, _ = harness.run(prompt)
+    assert again.success, harness.error_message(again)
+    assert sorted((comfy["root"] / "user").rglob("class_images/*/*.png")) == cached
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json")))
+def test_api_workflows_set_every_widget_of_the_packs_nodes(comfy, name):
+    """A setting added to a node shows up in its bundled workflows too (the drag-and-drop file, which the frontend
+    writes from the API file, would otherwise disagree with it)."""
+    import nodes
+    for node_id, node in load_api(name).items():
+        if not node["class_type"].startswith("FluxLoRA_"):
+            continue
+        schema = nodes.NODE_CLASS_MAPPINGS[node["class_type"]].define_schema()
+        widgets = {i.id for i in schema.inputs if i.get_io_type() in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")}
+        assert widgets <= set(node["inputs"]), (node_id, node["class_type"], sorted(widgets - set(node["inputs"])))

@@ -8,6 +8,7 @@ TINY_VALUES = {
     "FluxLoRA_AutoCaption": {"model": "tiny-florence2", "max_new_tokens": 12},
     "FluxLoRA_TestSampler": {"width": 256, "height": 256, "steps": 2, "every_n_steps": 2},
     "FluxLoRA_Train": {"steps": 4, "learning_rate": 0.005},
+    "FluxLoRA_SliderTrain": {"steps": 4, "learning_rate": 0.005, "images": 2, "resolution": 256},
     "ModelSamplingFlux": {"width": 256, "height": 256},
     "EmptySD3LatentImage": {"width": 256, "height": 256},
     "EmptyFlux2LatentImage": {"width": 256, "height": 256},

@@ -64,6 +64,25 @@ NOTES = {
          "Chroma trains with guidance 0 and unpadded T5 text, as ComfyUI samples it; samples use real CFG\n"
          "(Test Sampler's guidance = CFG scale, ~4) against an empty negative prompt."),
     ],
+    "flux_lora_compare": [
+        ("Which checkpoint is best? (watch the samples, not the loss)",
+         "Renders a finished (or still running) run's checkpoints side by side: a row per checkpoint,\n"
+         "a column per Test Sampler prompt, one seed for every cell, each checkpoint loaded like LoraLoader.\n"
+         "run: the run folder in loras/fluxlora_runs ('latest' = the newest; reload the page for new runs).\n"
+         "checkpoints: 'all', 'last 4' or steps '500, 1000'. strengths: '1.0', or '0, 0.75, 1' (0 = no LoRA).\n"
+         "Connect the model the run trained. Then set output_step to the step you like and queue again:\n"
+         "lora_name feeds the LoraLoader below (its file is in loras/fluxlora_runs/<run>/)."),
+    ],
+    "flux_lora_slider": [
+        ("Train a concept slider (no dataset)",
+         "A slider LoRA moves one concept along a knob: LoraLoader strength +1 -> toward the positive prompt,\n"
+         "-1 -> toward the negative prompt, 0 -> the model unchanged. Trained from the three prompts alone.\n"
+         "target: what the slider acts on, without the concept ('a photo of a person').\n"
+         "positive / negative: the two ends ('a photo of an old person' / 'a photo of a young person').\n"
+         "The model renders a few images of the target once (images, resolution) and learns at their noise.\n"
+         "Samples every 100 steps: each Test Sampler prompt at strength -1 | 0 | +1, same seed.\n"
+         "Below: the saved slider loaded at strength -1 (try -2 .. +2)."),
+    ],
     "flux_lora_trainer_captioned_folder": [
         ("Train on an already-captioned folder",
          "For a folder where every image already has a caption file (photo1.png + photo1.txt).\n"
