@@ -7,6 +7,7 @@ from comfy_api.latest import io, ui
 from ..trainer.comfy_features import dataset_roots, server_is_local
 from ..trainer.dataset import preview_grid, report
 from ..trainer.folder import CROP_MODES, SMALL_IMAGE_POLICIES, load_folder, resolve_folder
+from ..trainer.pairs import control_folder_names
 from .types import FLUX_DATASET
 
 
@@ -50,10 +51,12 @@ class DatasetLoader(io.ComfyNode):
                                tooltip="Images smaller than the resolution: skip them, or include them (square mode "
                                        "upscales them; bucket mode keeps them at their own size)."),
                 io.String.Input("control_folder", default="", optional=True,
-                                tooltip="FLUX.1 Kontext edit LoRAs: a folder of control ('before') images, each named "
-                                        "like its target image in 'folder' (001.png <-> 001.jpg); captions are the edit "
-                                        "instructions. Empty: no pairs, unless the folder holds name_control.* files "
-                                        "next to name.* (then those are the pairs). Found like 'folder'."),
+                                tooltip="Edit LoRAs (FLUX.1 Kontext, FLUX.2): a folder of reference ('before') "
+                                        "images, each named like its target image in 'folder' (001.png <-> 001.jpg); "
+                                        "several references: one folder each, comma separated, in order. Captions "
+                                        "are the edit instructions. Empty: no pairs, unless the folder holds "
+                                        "name_control.* (or name_control_1.*, name_control_2.*, ...) files next to "
+                                        "name.* (then those are the pairs). Found like 'folder'."),
             ],
             outputs=[
                 FLUX_DATASET.Output("dataset", tooltip="Connect to AutoCaption, TriggerWord or Flux LoRA Train."),
@@ -65,7 +68,7 @@ class DatasetLoader(io.ComfyNode):
     @classmethod
     def fingerprint_inputs(cls, folder, control_folder="", **kwargs):
         # re-read when the folders' files change, even if the inputs did not
-        return [_listing(folder), _listing(control_folder) if control_folder.strip() else None]
+        return [_listing(folder), [_listing(name) for name in control_folder_names(control_folder)]]
 
     @classmethod
     def execute(cls, folder, resolution, crop, caption_extension, small_images, control_folder="") -> io.NodeOutput:

@@ -44,9 +44,11 @@ class TestSampler(io.ComfyNode):
                 io.Vae.Input("vae", optional=True, tooltip="Needed to render now."),
                 LORA_MODEL.Input("lora", optional=True, tooltip="Applied to the model as a normal LoRA patch before rendering."),
                 io.Image.Input("reference_image", optional=True,
-                               tooltip="FLUX.1 Kontext: the image each prompt edits (as ComfyUI's ReferenceLatent node "
-                                       "passes it); shown first in every row. During training on Kontext pairs without "
-                                       "it, the first held-out (else first) pair's control image is used."),
+                               tooltip="Edit LoRAs (FLUX.1 Kontext, FLUX.2): the image(s) each prompt edits, as "
+                                       "ReferenceLatent nodes chained once per image pass them; a batch (Image Batch) "
+                                       "gives several references, in order. Shown first in every row. During training "
+                                       "on edit pairs without it, the first held-out (else first) pair's references "
+                                       "are used."),
             ],
             outputs=[
                 FLUX_SAMPLE_SETTINGS.Output("settings", tooltip="Connect to Flux LoRA Train's 'sample_settings' input."),
@@ -57,9 +59,9 @@ class TestSampler(io.ComfyNode):
     @classmethod
     def execute(cls, prompts, trigger, width, height, steps, guidance, seed, every_n_steps, model=None, clip=None,
                 vae=None, lora=None, reference_image=None) -> io.NodeOutput:
-        reference = reference_image[0, :, :, :3] if reference_image is not None else None
+        references = tuple(image[:, :, :3] for image in reference_image) if reference_image is not None else ()
         settings = SampleSettings(parse_prompts(prompts), width, height, steps, guidance, seed, every_n_steps,
-                                  trigger.strip(), reference)
+                                  trigger.strip(), references)
         if model is None or clip is None or vae is None:
             if any(x is not None for x in (model, clip, vae, lora)):
                 raise ValueError("TestSampler: to render now connect model, clip and vae (lora is optional).")
@@ -68,7 +70,10 @@ class TestSampler(io.ComfyNode):
         check_clip(clip, model)
         check_vae(vae, model)
         trained = isinstance(lora, TrainedLoRA)
-        prompt_set = PromptSet(clip, settings, lora.info.trigger if trained else "", vae, reference)
+        if references and flux_info(model).family == "chroma":
+            raise ValueError("TestSampler: Chroma takes no reference images (ComfyUI's Chroma has no reference "
+                             "input); disconnect reference_image.")
+        prompt_set = PromptSet(clip, settings, lora.info.trigger if trained else "", vae, references)
         images = render(model, vae, prompt_set, lora)
         label = f"step {lora.info.steps_done}" if trained else ("LoRA" if lora is not None else "model")
         grid = labelled_grid([prompt_set.row(images)], [label])

@@ -110,9 +110,9 @@ def _strength_label(strength: float, strengths: tuple) -> str:
 def compare_checkpoints(model, clip, vae, settings, checkpoints: list, strengths: tuple,
                         progress: Optional[Callable[[int, int, str], None]] = None):
     """(grid image (1, H, W, 3), row labels): a row per checkpoint and strength (strength 0: one row of the model
-    alone, first), a column per prompt (a Kontext reference first). ``progress(done, total, what)`` after each row."""
+    alone, first), a column per prompt (an edit LoRA's references first). ``progress(done, total, what)`` after each row."""
     check_trained_for(model, checkpoints)
-    prompts = PromptSet(clip, settings, trigger_of(checkpoints[-1].path), vae, settings.reference_image)
+    prompts = PromptSet(clip, settings, trigger_of(checkpoints[-1].path), vae, settings.reference_images)
     rows, labels = [], []
     jobs = ([(None, 0.0)] if 0.0 in strengths else []) + [(c, s) for c in checkpoints for s in strengths if s != 0.0]
     weights, loaded = None, None

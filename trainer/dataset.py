@@ -3,7 +3,6 @@ folder into one is trainer/folder.py.)"""
 import hashlib
 import math
 from dataclasses import dataclass, field, replace
-from typing import Optional
 
 import numpy as np
 import torch
@@ -19,8 +18,10 @@ class DatasetImage:
     pixels: torch.Tensor  # (H, W, 3) uint8, already cropped/resized to the bucket
     caption: str = ""
     caption_source: str = "none"  # none | file | auto | file+auto | input (Dataset from Images) | class
-    control: Optional[torch.Tensor] = None  # Kontext pairs: the control image, (H, W, 3) uint8 at the same size
-    control_sha256: str = ""
+    # edit pairs: the reference ("before") images, each (H, W, 3) uint8 at the image's size, in order (FLUX.1 Kontext:
+    # usually one; FLUX.2: one or more), and the sha256 of each one's file
+    controls: tuple = ()
+    control_sha256s: tuple = ()
 
     @property
     def bucket(self):
@@ -28,8 +29,18 @@ class DatasetImage:
 
 
 def is_paired(dataset) -> bool:
-    """Whether the dataset holds Kontext pairs (every image has a control image)."""
-    return bool(dataset.images) and all(im.control is not None for im in dataset.images)
+    """Whether the dataset holds edit pairs (every image has its reference images)."""
+    return bool(dataset.images) and all(im.controls for im in dataset.images)
+
+
+def reference_count(dataset) -> int:
+    """References per image of an edit dataset (0 for plain images)."""
+    return max((len(im.controls) for im in dataset.images), default=0)
+
+
+def control_labels(count: int) -> list:
+    """How the fingerprint and the cache keys name each reference: the first as a one-reference pair always did."""
+    return ["control"] + [f"control{i}" for i in range(2, count + 1)]
 
 
 @dataclass(frozen=True)
@@ -64,8 +75,8 @@ class FluxDataset:
         h = hashlib.sha256(f"{self.resolution}|{self.crop}".encode())
         for im in self.images:
             h.update(f"|{im.sha256}|{im.bucket}|{im.caption}".encode())
-            if im.control_sha256:
-                h.update(f"|control {im.control_sha256}".encode())
+            for label, digest in zip(control_labels(len(im.control_sha256s)), im.control_sha256s):
+                h.update(f"|{label} {digest}".encode())
         return h.hexdigest()
 
     def describe(self) -> DatasetInfo:
@@ -126,9 +137,11 @@ def report(dataset: FluxDataset) -> str:
     for im in dataset.images:
         buckets[im.bucket] = buckets.get(im.bucket, 0) + 1
     captioned = sum(1 for im in dataset.images if im.caption)
-    pairs = sum(1 for im in dataset.images if im.control is not None)
+    pairs = sum(1 for im in dataset.images if im.controls)
+    references = reference_count(dataset)
     lines = [f"{len(dataset.images)} images from {dataset.folder or 'the images input'}"
-             + (f" ({pairs} Kontext pairs with a control image)" if pairs else ""),
+             + (f" ({pairs} edit pairs with {references} reference image{'s' if references > 1 else ''} each)"
+                if pairs else ""),
              f"{captioned} captioned, {len(dataset.images) - captioned} without caption",
              f"crop: {dataset.crop}; buckets: " + ", ".join(f"{w}x{h} ({n})" for (w, h), n in sorted(buckets.items()))]
     if dataset.trigger:

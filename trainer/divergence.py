@@ -41,16 +41,16 @@ class WeightsBefore:
 
 def finite_prediction(model, weights: dict, example) -> bool:
     """Whether ``model`` (a ComfyUI MODEL) with ``weights`` (a LoRA, ComfyUI or kohya keys) applied as a normal ComfyUI
-    patch predicts finite values for ``example``'s caption (and Kontext reference) from pure noise, where sampling
+    patch predicts finite values for ``example``'s caption (and edit references) from pure noise, where sampling
     starts: one forward. The shared weights are put back afterwards."""
     patched, _ = comfy.sd.load_lora_for_models(model, None, weights, 1.0, 0)
     noise = torch.randn((1, *example.latent.shape), generator=torch.Generator().manual_seed(CHECK_SEED))
-    reference = None if example.reference is None else example.reference[None]
+    references = [r[None] for r in example.references]
     try:
         with torch.no_grad():
             mm.load_models_gpu([patched])
             velocity = predict_velocity(patched, noise.to(patched.load_device), torch.ones(1), example.context[None],
-                                        example.pooled[None], CHECK_GUIDANCE, reference)
+                                        example.pooled[None], CHECK_GUIDANCE, references)
         return bool(torch.isfinite(velocity).all())
     finally:
         release(patched)   # ComfyUI patched the shared weights in place for this clone

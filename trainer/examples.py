@@ -1,11 +1,10 @@
 """Training examples: VAE latents and text conditioning, computed once (and cached) with ComfyUI's VAE and CLIP."""
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 
 from .cache import NoCache, key, weights_fingerprint
-from .dataset import T5_MAX_TOKENS
+from .dataset import T5_MAX_TOKENS, control_labels
 from .flux_model import latent_channels, latent_downscale
 from .predict import model_context
 
@@ -15,7 +14,7 @@ class Example:
     latent: torch.Tensor   # (C, h, w), the model's latent space (after process_latent_in), float32 CPU
     context: torch.Tensor  # (tokens, dim) text features (T5, or FLUX.2's LLM layers), float32 CPU
     pooled: torch.Tensor   # (768,) CLIP-L pooled (FLUX.1), (0,) for the families without one, float32 CPU
-    reference: Optional[torch.Tensor] = None  # Kontext: the control image's latent, same shape and space as latent
+    references: tuple = ()  # edit pairs: each reference image's latent, in the model's latent space (same channels)
 
 
 @dataclass
@@ -24,18 +23,21 @@ class Source:
     identity: str
     pixels: torch.Tensor  # (H, W, 3) float in [0, 1]
     caption: str
-    control: Optional[torch.Tensor] = None  # Kontext: the control image, like pixels
+    controls: tuple = ()  # edit pairs: the reference images, like pixels
 
 
 def sources_from_dataset(dataset):
+    # cache keys name the pair (a one-reference pair keeps the key it always had)
     return [Source(f"file:{im.sha256}:{im.bucket}:{dataset.crop}:{dataset.resolution}"
-                   + (f":control {im.control_sha256}" if im.control is not None else ""),   # cache keys name the pair
-                   im.pixels.float() / 255.0, im.caption, None if im.control is None else im.control.float() / 255.0)
+                   + "".join(f":{label} {digest}" for label, digest in zip(control_labels(len(im.controls)),
+                                                                           im.control_sha256s)),
+                   im.pixels.float() / 255.0, im.caption, tuple(c.float() / 255.0 for c in im.controls))
             for im in dataset.images]
 
 
-def _control_source(source: Source) -> Source:
-    return Source(f"{source.identity}:control", source.control, "")
+def _control_sources(source: Source) -> list:
+    return [Source(f"{source.identity}:{label}", control, "")
+            for label, control in zip(control_labels(len(source.controls)), source.controls)]
 
 
 def tokenize(clip, caption: str):
@@ -124,20 +126,19 @@ class Encoder:
         return out
 
     def examples(self, sources):
-        """Examples of ``sources``; a source with a control image (Kontext) gets its latent as the reference."""
-        controls = [_control_source(s) for s in sources if s.control is not None]
+        """Examples of ``sources``; a source with reference images (an edit pair) gets their latents as references."""
+        controls = [c for s in sources for c in _control_sources(s)]
         raw = self.latents(list(sources) + controls)
         texts = {c: self.text(c) for c in dict.fromkeys(s.caption for s in sources)}
         model_space = lambda identity: self.model.model.process_latent_in(raw[identity][None])[0]
         return [Example(latent=model_space(s.identity), context=texts[s.caption][0], pooled=texts[s.caption][1],
-                        reference=None if s.control is None else model_space(_control_source(s).identity))
+                        references=tuple(model_space(c.identity) for c in _control_sources(s)))
                 for s in sources]
 
 
 def batch_key(example: Example):
-    """Examples batch together only when latent size, T5 length and reference size agree (no padding, no masks)."""
-    return (tuple(example.latent.shape), example.context.shape[0],
-            None if example.reference is None else tuple(example.reference.shape))
+    """Examples batch together only when latent size, T5 length and reference sizes agree (no padding, no masks)."""
+    return (tuple(example.latent.shape), example.context.shape[0], tuple(tuple(r.shape) for r in example.references))
 
 
 def epoch_batches(examples: list, batch_size: int, generator: torch.Generator):
@@ -180,11 +181,18 @@ def collate(examples: list, empty=None, dropout: float = 0.0, generator=None):
     return latents, context, pooled
 
 
-def collate_references(examples: list, dropout: float = 0.0, generator=None):
-    """The batch's Kontext reference latents stacked, or None (no references, or dropped for this batch with
-    probability ``dropout``: trains plain text-to-image too). Draws from ``generator`` only for paired data."""
-    if examples[0].reference is None:
-        return None
+def collate_references(examples: list, dropout: float = 0.0, generator=None) -> list:
+    """The batch's reference latents, one (B, C, h, w) stack per reference, in order; [] for plain images. With
+    probability ``dropout`` a batch trains with fewer: none for one-reference pairs (plain text-to-image too), a random
+    subset (perhaps none) of several, kept in their order. Draws from ``generator`` only for paired data (the one
+    draw of a one-reference pair, so its runs repeat as they always did)."""
+    count = len(examples[0].references)
+    if count == 0:
+        return []
+    keep = list(range(count))
     if dropout > 0 and torch.rand(1, generator=generator).item() < dropout:
-        return None
-    return torch.stack([e.reference for e in examples])
+        if count == 1:
+            return []
+        kept = int(torch.randint(0, count, (1,), generator=generator))
+        keep = sorted(torch.randperm(count, generator=generator)[:kept].tolist())
+    return [torch.stack([e.references[i] for e in examples]) for i in keep]

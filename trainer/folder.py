@@ -173,21 +173,24 @@ def _scan(path: Path, ext: str):
 
 
 def _controls(path: Path, files: list, control_folder: str, roots, ext: str, allow_outside: bool):
-    """(target files, {stem: control file}, problems): the Kontext pairs of a folder (none: every file a target)."""
-    if control_folder.strip():
-        control_path = resolve_folder(control_folder.strip(), roots, allow_outside)
-        pairs.check_control_folder(path, control_path, control_folder.strip())
-        control_files, _, _ = _scan(control_path, ext)
-        controls, orphans = pairs.match_controls(files, control_files)
+    """(target files, {stem: [control file per reference]}, problems): the edit pairs of a folder (none: every file a
+    target)."""
+    given = pairs.control_folder_names(control_folder)
+    if given:
+        control_paths = [resolve_folder(name, roots, allow_outside) for name in given]
+        pairs.check_control_folders(path, control_paths, given)
+        controls, orphans = pairs.match_controls(files, [_scan(p, ext)[0] for p in control_paths])
         if not controls:
-            raise ValueError(f"DatasetLoader: no image in the control folder '{control_folder}' has the name of an image "
-                             f"in '{path}' (pairs are matched by file name, e.g. 001.png and 001.jpg).")
+            raise ValueError(f"DatasetLoader: no image in the control folder{'s' if len(given) > 1 else ''} "
+                             f"'{control_folder}' has the name of an image in '{path}' (pairs are matched by file "
+                             "name, e.g. 001.png and 001.jpg).")
+        split_problems = []
     else:
-        files, controls, orphans = pairs.split_controls(files)
-        if not controls and not orphans:
+        files, controls, orphans, split_problems = pairs.split_controls(files)
+        if not controls and not orphans and not split_problems:
             return files, {}, []
-    files, problems = pairs.pair_problems(files, controls, orphans, control_folder.strip())
-    return files, controls, problems
+    files, problems = pairs.pair_problems(files, controls, orphans, given)
+    return files, controls, split_problems + problems
 
 
 def _read_control(file: Path, size):
@@ -196,10 +199,32 @@ def _read_control(file: Path, size):
     return torch.from_numpy(np.asarray(fit(image, *size), dtype=np.uint8).copy()), hashlib.sha256(data).hexdigest(), image.size
 
 
+def _read_controls(file: Path, control_files: list, digest: str, size, target, problems: list, notes: list):
+    """[(pixels, sha256)] of ``file``'s reference images fitted to its bucket ``target``, or None when the pair must be
+    skipped (a reference that cannot be read, or that is the image itself: the reason is added to ``problems``)."""
+    read = []
+    for control_file in control_files:
+        try:
+            control, control_digest, control_size = _read_control(control_file, target)
+        except Exception as e:  # unreadable, corrupt, too large: this pair only
+            problems.append(f"{file.name}: its control image {control_file.name} cannot be read "
+                            f"({type(e).__name__}: {e}) - skipped")
+            return None
+        if control_digest == digest:   # the same file (a link) or a copy: no edit to learn
+            problems.append(pairs.same_image_problem(file.name, control_file.name))
+            return None
+        if abs(control_size[0] / control_size[1] - size[0] / size[1]) > 0.01:
+            notes.append(f"{control_file.name}: {control_size[0]}x{control_size[1]} has another shape than "
+                         f"{file.name} ({size[0]}x{size[1]}); resized and center-cropped to the same "
+                         f"{target[0]}x{target[1]}")
+        read.append((control, control_digest))
+    return read
+
+
 def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MODES[0], caption_extension: str = ".txt",
                 small_images: str = "skip", allow_outside: bool = True, control_folder: str = "") -> FluxDataset:
     """Reads every image of ``folder`` (not recursive). Bad files never raise: they are reported and skipped. With a
-    ``control_folder`` (or ``name_control.*`` files in the folder) it reads Kontext pairs: each image with its control
+    ``control_folder`` (or ``name_control.*`` files in the folder) it reads edit pairs: each image with its control
     image, resized and cropped to the image's bucket."""
     if crop not in CROP_MODES:
         raise ValueError(f"Unknown crop mode '{crop}'; choose one of {CROP_MODES}.")
@@ -254,25 +279,16 @@ def load_folder(folder: str, roots, resolution: int = 1024, crop: str = CROP_MOD
             problems.append(f"{file.name}: {w}x{h} is smaller than {resolution}px - included, {how}")
         if not caption:
             problems.append(f"{file.name}: no caption ({file.stem}{ext} missing or empty)")
-        control, control_digest = None, ""
-        if file.stem in controls:
-            try:
-                control, control_digest, control_size = _read_control(controls[file.stem], target)
-            except Exception as e:  # unreadable, corrupt, too large: this pair only
-                problems.append(f"{file.name}: its control image {controls[file.stem].name} cannot be read "
-                                f"({type(e).__name__}: {e}) - skipped")
-                continue
-            if control_digest == digest:   # the same file (a link) or a copy: no edit to learn
-                problems.append(pairs.same_image_problem(file.name, controls[file.stem].name))
-                continue
-            if abs(control_size[0] / control_size[1] - w / h) > 0.01:
-                notes.append(f"{controls[file.stem].name}: {control_size[0]}x{control_size[1]} has another shape than "
-                             f"{file.name} ({w}x{h}); resized and center-cropped to the same {target[0]}x{target[1]}")
+        read_controls = _read_controls(file, controls.get(file.stem, []), digest, (w, h), target, problems, notes)
+        if read_controls is None:
+            continue
         pixels = torch.from_numpy(np.asarray(fit(image, *target), dtype=np.uint8).copy())
-        images.append(DatasetImage(file.name, digest, pixels, caption, "file" if caption else "none", control,
-                                   control_digest))
+        images.append(DatasetImage(file.name, digest, pixels, caption, "file" if caption else "none",
+                                   tuple(c for c, _ in read_controls), tuple(d for _, d in read_controls)))
     if controls:
-        notes.append(f"Kontext pairs: {len(images)} image(s) with a control image (edit LoRA: captions are the edit "
+        count = max(len(im.controls) for im in images) if images else 0
+        notes.append(f"edit pairs: {len(images)} image(s) with {count} reference image{'s' if count > 1 else ''} each "
+                     "(edit LoRA: captions are the edit "
                      "instructions)")
     if not images:
         raise ValueError(f"DatasetLoader: no usable images in '{path}' (png, jpg, jpeg, webp)."

@@ -95,11 +95,11 @@ def batch_loss(patcher, examples, indices, settings: TrainSettings, generator: t
     return _batch(patcher, examples, indices, settings, generator, device, empty_caption)[0]
 
 
-def _noised(latents, settings, generator, device):
+def _noised(latents, settings, generator, device, patch: int = 2):
     """(clean latents, noise, noisy latents, sigmas) on ``device``; noise, then sigmas, drawn from ``generator``."""
     x0 = latents.to(device)
     noise = torch.randn(latents.shape, generator=generator).to(device)
-    image_tokens = (x0.shape[-2] // 2) * (x0.shape[-1] // 2)
+    image_tokens = latent_tokens(x0, patch)
     sigmas = objective.sample_sigmas(settings.sigma_sampling, x0.shape[0], generator,
                                      shift=settings.sigma_shift, image_tokens=image_tokens)
     return x0, noise, objective.noisy_latents(x0, noise, sigmas.to(device)), sigmas
@@ -109,9 +109,9 @@ def _batch(patcher, examples, indices, settings, generator, device, empty_captio
     """(loss, noisy latents, sigmas) of one batch."""
     batch = [examples[i] for i in indices]
     latents, context, pooled = collate(batch, empty_caption, settings.caption_dropout, generator)
-    reference = collate_references(batch, settings.reference_dropout, generator)
-    x0, noise, xt, sigmas = _noised(latents, settings, generator, device)
-    prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance, reference)
+    references = collate_references(batch, settings.reference_dropout, generator)
+    x0, noise, xt, sigmas = _noised(latents, settings, generator, device, patch_size(patcher))
+    prediction = predict_velocity(patcher, xt, sigmas, context, pooled, settings.train_guidance, references)
     weights = objective.loss_weights(settings.loss_weighting, sigmas).to(device)
     return objective.flow_matching_loss(prediction, objective.velocity_target(x0, noise), weights), xt, sigmas
 
@@ -131,10 +131,19 @@ def load_for_training(patcher, plan: Plan):
     materialize_inference_params(patcher.model.diffusion_model, patcher.load_device)
 
 
-def largest_image_tokens(examples) -> int:
-    """Image tokens of the longest example: the image's, plus a Kontext reference's."""
-    tokens = lambda latent: (latent.shape[-2] // 2) * (latent.shape[-1] // 2) if latent is not None else 0
-    return max(tokens(e.latent) + tokens(e.reference) for e in examples)
+def patch_size(patcher) -> int:
+    """Latent pixels per token side: 2 (FLUX.1, Chroma: 2x2 patches of 16 channels), 1 (FLUX.2: 128 channels)."""
+    return int(getattr(patcher.model.diffusion_model, "patch_size", 2))
+
+
+def latent_tokens(latent, patch: int) -> int:
+    """The image tokens of a latent (C, h, w) or (B, C, h, w), as ComfyUI's Flux forward pads and patches it."""
+    return -(-latent.shape[-2] // patch) * -(-latent.shape[-1] // patch)
+
+
+def largest_image_tokens(examples, patch: int = 2) -> int:
+    """Image tokens of the longest example: the image's, plus its reference images' (edit pairs)."""
+    return max(latent_tokens(e.latent, patch) + sum(latent_tokens(r, patch) for r in e.references) for e in examples)
 
 
 @contextmanager
@@ -147,7 +156,7 @@ def training_patcher(model, examples: list, settings: TrainSettings, plan: Optio
     inside ``torch.inference_mode(False)``.
     """
     flux_info(model)
-    plan = plan or plan_run(model, settings, largest_image_tokens(examples))
+    plan = plan or plan_run(model, settings, largest_image_tokens(examples, patch_size(model)))
     copied = plan.base_weights != "as loaded"
     patcher = (training_copy(model, plan.base_weights, in_ram=plan.offloaded, fp8_matmul=settings.fp8_matmul,
                              room_bytes=plan.weight_bytes) if copied else model.clone())
@@ -379,7 +388,7 @@ def train_flux_lora(model, examples: list, settings: TrainSettings, hooks: Train
                         for _ in range(settings.grad_accumulation):
                             if slider is not None:   # backward inside, once per polarity
                                 batch = torch.stack([examples[i].latent for i in next(batches)])
-                                xt, sigmas = _noised(batch, settings, noise_gen, device)[2:]
+                                xt, sigmas = _noised(batch, settings, noise_gen, device, patch_size(patcher))[2:]
                                 state.batches_drawn += 1
                                 step_loss = step_loss + slider_loss(
                                     patcher, lora, xt, sigmas, slider, settings.train_guidance,

@@ -29,12 +29,13 @@ def is_chroma(base) -> bool:
     return chroma is not None and isinstance(base, chroma)
 
 
-def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, reference=None):
+def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, references=()):
     """The velocity the model predicts for ``xt``. ``pooled`` is FLUX.1's CLIP-L vector (ignored by the families
-    without one); ``guidance`` feeds FLUX's distilled-guidance embedding where the model has one. ``reference``
-    (B, 16, h, w), a Kontext control image's latent in the model's latent space, enters as ComfyUI's ``ref_latents``
-    (what a ReferenceLatent node adds to the conditioning): its tokens follow the image's with Kontext's position
-    offsets, and the output covers the image's tokens only."""
+    without one); ``guidance`` feeds FLUX's distilled-guidance embedding where the model has one. ``references``, the
+    latents (B, C, h, w) of an edit pair's reference images in the model's latent space, enter as ComfyUI's
+    ``ref_latents`` list, in order (what ReferenceLatent nodes chained once per image add to the conditioning): ComfyUI's
+    own Flux forward places their tokens after the image's with the family's position scheme (FLUX.1 Kontext's
+    offsets, FLUX.2's time index 10, 20, ...), and the output covers the image's tokens only."""
     base = patcher.model
     dm = base.diffusion_model
     dtype = base.manual_cast_dtype if base.manual_cast_dtype is not None else base.get_dtype()
@@ -48,8 +49,8 @@ def predict_velocity(patcher, xt, sigmas, context, pooled, guidance: float, refe
         kwargs["guidance"] = torch.zeros((xt.shape[0],), device=device, dtype=dtype)
     elif getattr(dm.params, "guidance_embed", False):
         kwargs["guidance"] = torch.full((xt.shape[0],), float(guidance), device=device, dtype=dtype)
-    if reference is not None:
-        kwargs["ref_latents"] = [reference.to(device=device, dtype=dtype)]
+    if references is not None and len(references):
+        kwargs["ref_latents"] = [r.to(device=device, dtype=dtype) for r in references]
     with comfy_training_mode():
         out = dm(xt.to(dtype), model_sampling.timestep(sigmas.to(device)).float(),
                  context=context.to(device=device, dtype=dtype), transformer_options=options, **kwargs)

@@ -162,10 +162,11 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     check_schnell(info, settings)
     check_clip(clip, model)
     check_vae(vae, model)
-    if info.family != "flux1" and (is_paired(dataset) or (sample_settings is not None
-                                                          and sample_settings.reference_image is not None)):
-        raise ValueError(f"Control images (Kontext edit training and samples) are for FLUX.1 Kontext; this MODEL is "
-                         f"{info.title}. Remove the control folder / reference image, or load FLUX.1 Kontext dev.")
+    if info.family == "chroma" and (is_paired(dataset) or (sample_settings is not None
+                                                           and sample_settings.reference_images)):
+        raise ValueError("Reference images (edit LoRAs) are for FLUX.1 Kontext and FLUX.2; ComfyUI's Chroma has no "
+                         "reference input. Remove the control folder / reference image, or load FLUX.1 Kontext dev or "
+                         "FLUX.2 [klein].")
     if not dataset.images:
         raise ValueError("The dataset has no images.")
     problem = compile_problem(model.load_device) if settings.compile_blocks else ""
@@ -173,7 +174,7 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
         raise ValueError(problem)
     if settings.reference_dropout > 0 and not is_paired(dataset):
         raise ValueError(f"reference_dropout is {settings.reference_dropout:g}, but the dataset has no control images "
-                         "(it applies to Kontext pairs only): set it to 0, or give Dataset Loader a control_folder.")
+                         "(it applies to edit pairs only): set it to 0, or give Dataset Loader a control_folder.")
     if (regularization is not None) != (settings.preservation == "regularization images"):
         raise ValueError("Regularization images need both: a dataset connected to 'regularization' and preservation set "
                          "to 'regularization images'" + (" (a dataset is connected but preservation is "
@@ -185,8 +186,8 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
         check_slider_settings(settings)
         if regularization is not None or is_paired(dataset):
             raise ValueError("A slider trains from its prompts: connect no regularization dataset and no control images.")
-    image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16) * (2 if im.control is not None else 1)  # Kontext:
-                       for im in dataset.images + (regularization.images if regularization else ()))  # + reference
+    image_tokens = max((im.bucket[0] // 16) * (im.bucket[1] // 16) * (1 + len(im.controls))   # edit pairs: + each
+                       for im in dataset.images + (regularization.images if regularization else ()))  # reference
     plan = plan_run(model, settings, image_tokens)   # refuses a run that cannot fit, before any encoding
     trained_model = with_assistant(model, settings.assistant_lora.strip()) if settings.assistant_lora.strip() else model
     advice = fallback_advice(plan, model.load_device)   # Windows: a run near the card's size may spill silently
@@ -225,10 +226,10 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
     # sample prompts are encoded now, before the text encoders leave VRAM
     prompts = None
     if sample_settings is not None:
-        reference = sample_settings.reference_image
-        if reference is None and is_paired(dataset):   # Kontext: samples edit a held-out (else the first) control
-            reference = dataset.images[(val_ids or [0])[0]].control.float() / 255.0
-        prompts = PromptSet(clip, sample_settings, dataset.trigger, vae, reference)
+        references = sample_settings.reference_images
+        if not references and is_paired(dataset):   # samples edit a held-out (else the first) pair's references
+            references = tuple(c.float() / 255.0 for c in dataset.images[(val_ids or [0])[0]].controls)
+        prompts = PromptSet(clip, sample_settings, dataset.trigger, vae, references)
     release(clip.patcher, vae.patcher)
     validation = ValidationSet.build([examples[i] for i in val_ids], settings.seed) if val_ids else None
     if runs_root and run_path is None:

@@ -1,6 +1,5 @@
 """Sample images with a LoRA through ComfyUI's own sampling path (what the user will get with LoraLoader)."""
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 from PIL import Image, ImageDraw, ImageFont
@@ -28,7 +27,8 @@ class SampleSettings:
     seed: int = 42
     every_n_steps: int = 250
     trigger: str = ""
-    reference_image: Optional[torch.Tensor] = field(default=None, compare=False)  # Kontext: (H, W, 3) float image to edit
+    # edit LoRAs: the reference images every prompt edits, each (H, W, 3) float (FLUX.1 Kontext: one; FLUX.2: several)
+    reference_images: tuple = field(default=(), compare=False)
 
     def resolved_prompts(self, fallback_trigger: str = ""):
         """``{trigger}`` replaced by this sampler's own trigger, else by ``fallback_trigger`` (the trained dataset's)."""
@@ -44,25 +44,27 @@ def parse_prompts(text: str):
 
 
 class PromptSet:
-    """Prompts encoded once (before the text encoders leave VRAM), reused at every checkpoint. With a ``reference``
-    image (Kontext: (H, W, 3) float) every prompt edits it: its VAE latent joins the conditioning as ComfyUI's
-    ReferenceLatent node adds it, and each row of samples starts with the reference."""
+    """Prompts encoded once (before the text encoders leave VRAM), reused at every checkpoint. With ``references``
+    (edit LoRAs: (H, W, 3) float images) every prompt edits them: each one's VAE latent joins the conditioning as a
+    ReferenceLatent node adds it (chained once per image, in order), and each row of samples starts with them."""
 
-    def __init__(self, clip, settings: SampleSettings, fallback_trigger: str = "", vae=None, reference=None):
+    def __init__(self, clip, settings: SampleSettings, fallback_trigger: str = "", vae=None, references=()):
         self.settings = settings
         self.prompts = settings.resolved_prompts(fallback_trigger)
-        self.reference = reference
+        self.references = tuple(references)
         self.positive = [clip.encode_from_tokens_scheduled(clip.tokenize(p)) for p in self.prompts]
-        if reference is not None:
-            with torch.inference_mode():
+        self.negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+        for reference in self.references:   # the negative too: with real CFG (FLUX.2) only the text differs, as in
+            with torch.inference_mode():     # diffusers' pipelines, whose unconditional pass sees the references
                 latent = vae.encode(reference[None, :, :, :3])
             self.positive = [node_helpers.conditioning_set_values(c, {"reference_latents": [latent]}, append=True)
                              for c in self.positive]
-        self.negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+            self.negative = node_helpers.conditioning_set_values(self.negative, {"reference_latents": [latent]},
+                                                                 append=True)
 
     def row(self, images: torch.Tensor) -> list:
-        """A checkpoint's samples as one grid row: reference | samples (Kontext), else the samples."""
-        return ([self.reference.float().cpu()] if self.reference is not None else []) + list(images)
+        """A checkpoint's samples as one grid row: references | samples (edit LoRAs), else the samples."""
+        return [r.float().cpu() for r in self.references] + list(images)
 
 
 def render(model, vae, prompt_set: PromptSet, lora_weights=None, seeds=None, strength: float = 1.0) -> torch.Tensor:

@@ -141,9 +141,10 @@ class TrainSettings:
                                          "to the GPU every step (ComfyUI's partial loading: slower, same result). 0: "
                                          "automatic (as much as fits).", min=0.0, max=1024.0, step=0.5,
                                     only="memory and speed", resumable=True)
-    reference_dropout: float = setting(0.0, "Kontext pairs only: share of steps trained without the control image "
-                                            "(plain text-to-image), so the LoRA also works without a reference. "
-                                            "0: always with it.", min=0.0, max=1.0, step=0.01, only="Kontext pairs")
+    reference_dropout: float = setting(0.0, "Edit pairs only (Kontext, FLUX.2): share of steps trained with fewer "
+                                            "references - none for one-reference pairs (plain text-to-image, so the "
+                                            "LoRA also works without one), a random subset of several. 0: always "
+                                            "with all of them.", min=0.0, max=1.0, step=0.01, only="edit pairs")
     assistant_lora: str = setting("", "A LoRA file (name in models/loras) applied to the model while training only: "
                                       "not saved into your LoRA, not in checkpoint samples. Required for FLUX.1-schnell: "
                                       "ostris' FLUX.1-schnell-training-adapter keeps its few-step distillation intact "

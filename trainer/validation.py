@@ -46,10 +46,9 @@ class ValidationSet:
                 x0 = example.latent[None].expand(LEVELS, *example.latent.shape).to(device)
                 eps = noise.to(device)
                 xt = objective.noisy_latents(x0, eps, self.sigmas.to(device))
-                reference = None if example.reference is None else example.reference[None].expand(
-                    LEVELS, *example.reference.shape)
+                references = [r[None].expand(LEVELS, *r.shape) for r in example.references]
                 pred = predict_velocity(patcher, xt, self.sigmas, example.context[None].expand(LEVELS, -1, -1),
-                                        example.pooled[None].expand(LEVELS, -1), guidance, reference)
+                                        example.pooled[None].expand(LEVELS, -1), guidance, references)
                 total += objective.flow_matching_loss(pred, objective.velocity_target(x0, eps), torch.ones(LEVELS))
         return float(total) / len(self.examples)
 

@@ -54,14 +54,15 @@ def test_the_server_serves_the_frontend_asked_for(server):
 def test_templates_route_lists_the_workflows(server):
     url, _ = server
     templates = _get(f"{url}/workflow_templates")
-    assert sorted(templates["comfyui_fluxlora"]) == ["flux_lora_chroma", "flux_lora_compare", "flux_lora_klein", "flux_lora_kontext",
+    assert sorted(templates["comfyui_fluxlora"]) == ["flux_lora_chroma", "flux_lora_compare", "flux_lora_klein",
+                                                     "flux_lora_klein_edit", "flux_lora_kontext",
                                                      "flux_lora_merge", "flux_lora_slider", "flux_lora_trainer",
                                                      "flux_lora_trainer_captioned_folder"]
 
 
 @pytest.mark.parametrize("name", ["flux_lora_trainer_captioned_folder", "flux_lora_merge", "flux_lora_kontext",
                                   "flux_lora_klein", "flux_lora_chroma", "flux_lora_slider",
-                                  "flux_lora_compare"])
+                                  "flux_lora_compare", "flux_lora_klein_edit"])
 def test_ui_workflow_equals_its_api_file(server, name):
     url, _ = server
     ui = json.loads((WORKFLOWS / f"{name}.json").read_text())

@@ -112,3 +112,14 @@ def test_memory_trace_finds_what_is_alive_at_the_peak():
     assert rows[0] == ("allocated before the run (the MODEL's weights)", 1.0) and rows[1] == ("comfy/ops.py:7 forward", 3.0)
     assert memory_trace.alive_at_peak(events[:1] + moved_out, before=5 * gib) == [
         ("allocated before the run (the MODEL's weights)", 5.0), ("trainer/blocks.py:7 forward", 2.0)]  # peak: before it left
+
+
+def test_vram_tiers_bench_counts_each_reference_image():
+    """Edit pairs: every reference adds the image's tokens, so the estimated rest of the memory grows with each."""
+    rest = []
+    for references in ("0", "1", "2"):
+        out = _run("vram_tiers.py", "--model", "klein-4b", "--references", references)
+        line = next(line for line in out.splitlines() if line.strip().startswith("as loaded  1024:"))
+        rest.append(float(line.split("rest")[1].split("=")[0]))
+        assert (f"image + {references} reference image(s)" in out) == (references != "0"), out
+    assert rest[0] < rest[1] < rest[2], rest

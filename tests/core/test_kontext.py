@@ -11,7 +11,7 @@ import training_data
 def test_kontext_lora_gradients_match_the_reference_with_reference_tokens(comfy, core, flux_code):
     loop, objective = core.loop, core.objective
     model, examples = training_data.paired_examples(comfy)
-    assert all(e.reference is not None and e.reference.shape == e.latent.shape for e in examples)
+    assert all(len(e.references) == 1 and e.references[0].shape == e.latent.shape for e in examples)
     settings = core.settings.TrainSettings(batch_size=2, rank=4, alpha=8.0, caption_dropout=0.0)
     with torch.inference_mode(False):
         with loop.training_patcher(model, examples, settings) as (patcher, lora, _):
@@ -33,7 +33,7 @@ def test_reference_dropout_trains_some_steps_without_the_control(comfy, core, mo
     model, examples = training_data.paired_examples(comfy)
     seen = []
     real = core.loop.predict_velocity
-    monkeypatch.setattr(core.loop, "predict_velocity", lambda *a, **k: seen.append(a[-1] is not None) or real(*a, **k))
+    monkeypatch.setattr(core.loop, "predict_velocity", lambda *a, **k: seen.append(len(a[-1]) > 0) or real(*a, **k))
     settings = dict(steps=12, learning_rate=1e-2, rank=4, caption_dropout=0.0)
     with torch.inference_mode():
         core.loop.train_flux_lora(model, examples, core.settings.TrainSettings(**settings))
@@ -54,22 +54,10 @@ def test_reference_dropout_without_pairs_is_refused_before_encoding(comfy, core,
 def test_paired_training_run_samples_edit_the_control_image(comfy, core, tmp_path):
     """Through train_run: the dataset's pairs train with references, and checkpoint samples are conditioned on a
     control image (ReferenceLatent's conditioning key) and show it first in their row."""
-    import importlib
-    samplers = importlib.import_module("comfy.samplers")   # not 'import comfy.samplers': it would shadow the fixture
-    model, clip, vae = training_data.load_models(comfy)
     ds = training_data.paired_dataset(comfy)
-    conds = []
-    real = samplers.sample
-
-    def spy(model_, noise, positive, *a, **k):
-        conds.append(positive)
-        return real(model_, noise, positive, *a, **k)
-    sample_settings = core.sampling.SampleSettings(("make it red",), width=64, height=64, steps=2, every_n_steps=2)
-    with pytest.MonkeyPatch.context() as mp, torch.inference_mode():
-        mp.setattr(samplers, "sample", spy)
-        out = core.run.train_run(model, clip, vae, ds, core.settings.TrainSettings(
-            steps=2, learning_rate=1e-2, rank=4, caption_dropout=0.0), sample_settings=sample_settings,
-            cache_root=str(tmp_path / "cache"))
+    out, conds = training_data.sampled_paired_run(core, training_data.load_models(comfy), ds, "make it red",
+                                                  str(tmp_path / "cache"))
+    conds = [positive for positive, _ in conds]
     assert out.images_encoded == 2 * len(ds.images)   # targets and controls
     assert conds and all("reference_latents" in c[0][1] for c in conds), [list(c[0][1]) for c in conds]
     assert out.sample_grid.shape[2] - 110 == 2 * out.sample_grid.shape[1]   # one row: control | sample (110: label)
@@ -89,11 +77,11 @@ def test_cached_latents_are_keyed_by_the_pair(comfy, core, tmp_path):
     first, examples = encoded(ds)
     again, cached = encoded(ds)
     assert (first, again) == (2 * len(ds.images), 0)
-    assert all(torch.equal(a.reference, b.reference) for a, b in zip(examples, cached))
-    other = ds.with_images([replace(ds.images[0], control=ds.images[0].pixels, control_sha256="other")] +
+    assert all(torch.equal(a.references[0], b.references[0]) for a, b in zip(examples, cached))
+    other = ds.with_images([replace(ds.images[0], controls=(ds.images[0].pixels,), control_sha256s=("other",))] +
                            list(ds.images[1:]))
     changed, examples = encoded(other)
-    assert changed == 2 and not torch.equal(examples[0].reference, cached[0].reference)
+    assert changed == 2 and not torch.equal(examples[0].references[0], cached[0].references[0])
 
 
 def test_test_sampler_edits_a_reference_image(comfy, pack_nodes):

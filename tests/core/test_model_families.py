@@ -159,9 +159,10 @@ def _check_in_diffusers(path, lora, family, unet_config, tmp_path):
     assert proc.returncode == 0 and f"DIFFUSERS-OK {modules}" in proc.stdout, proc.stdout + proc.stderr[-3000:]
 
 
-def test_control_images_are_refused_for_other_families(comfy, core):
+def test_control_images_are_refused_for_chroma(comfy, core):
     model, clip, vae = training_data.load_family(comfy, "chroma")
-    with pytest.raises(ValueError, match="Control images.*FLUX.1 Kontext; this MODEL is Chroma"):
+    with pytest.raises(ValueError, match="Reference images .edit LoRAs. are for FLUX.1 Kontext and FLUX.2; ComfyUI's "
+                                         "Chroma has no reference input"):
         core.run.train_run(model, clip, vae, training_data.paired_dataset(comfy), core.settings.TrainSettings(steps=1))
 
 

@@ -62,6 +62,50 @@ def test_kontext_workflow_trains_from_pairs_and_edits_with_the_lora(comfy, caplo
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
 
 
+def test_klein_edit_workflow_trains_two_reference_pairs_and_edits_with_the_lora(comfy, caplog):
+    """The bundled FLUX.2 [klein] edit workflow: targets with two reference folders train (every reference encoded
+    once), checkpoint samples show both references, and the saved LoRA loads in stock LoraLoaderModelOnly into a
+    KSampler graph with two chained ReferenceLatent nodes (no key left unloaded)."""
+    import numpy as np
+    from PIL import Image
+    files = comfy["names"]["families"]
+    if "klein" not in files:
+        pytest.skip("this ComfyUI has no FLUX.2 [klein] text encoder (Qwen3 arrived after v0.8.0)")
+    input_dir = comfy["root"] / "input"
+    targets, first, second = (input_dir / f"wf_klein_edit{s}" for s in ("", "_control_1", "_control_2"))
+    for folder in (targets, first, second):
+        folder.mkdir(exist_ok=True)
+    g = np.random.default_rng(1)
+    for i in range(3):
+        scene = g.integers(0, 255, (8, 8, 3), dtype=np.uint8).repeat(64, 0).repeat(64, 1)
+        thing = g.integers(0, 255, (8, 8, 3), dtype=np.uint8).repeat(64, 0).repeat(64, 1)
+        Image.fromarray(scene).save(first / f"{i:03d}.png")
+        Image.fromarray(thing).save(second / f"{i:03d}.png")
+        Image.fromarray(((scene.astype(int) + thing) // 2).astype(np.uint8)).save(targets / f"{i:03d}.png")
+        (targets / f"{i:03d}.txt").write_text("put the object from the second image into the first image")
+    Image.fromarray(scene).save(input_dir / "wf_klein_edit_example.png")
+    prompt = workflow_swaps.tiny_api(load_api("flux_lora_klein_edit"), targets.name, "flux_lora/wf_klein_edit")
+    assert prompt["4"]["inputs"]["control_folder"] == "klein_edit_dataset_control_1, klein_edit_dataset_control_2"
+    prompt["4"]["inputs"]["control_folder"] = f"{first.name}, {second.name}"
+    prompt["1"]["inputs"]["unet_name"] = files["klein"]
+    prompt["2"]["inputs"]["clip_name"] = files["qwen3"]
+    prompt["3"]["inputs"]["vae_name"] = files["flux2_vae"]
+    for node in ("21", "24"):
+        prompt[node]["inputs"]["image"] = "wf_klein_edit_example.png"
+    executor, _ = harness.run(prompt)
+    assert executor.success, harness.error_message(executor)
+    out = executor.history_result["outputs"]
+    assert out["8"]["checkpoints"] == [2, 4] and out["8"]["encoded"][0]["images"] == 9   # 3 targets x (1 + 2)
+    import folder_paths
+    grid_file = out["8"]["images"][1]
+    grid = Image.open(Path(folder_paths.get_directory_by_type(grid_file["type"])) / grid_file["subfolder"]
+                      / grid_file["filename"])
+    assert grid.size[0] - 110 == 3 * (grid.size[1] // 2)   # each checkpoint's row: reference 1 | reference 2 | sample
+    assert out["9"]["text"][0].startswith("Saved flux_lora/wf_klein_edit_000004steps_")
+    assert out.get("20", {}).get("images")
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage() or "NOT LOADED" in r.getMessage()]
+
+
 @pytest.mark.parametrize("family,name", [("klein", "flux_lora_klein"), ("flux2_dev", "flux_lora_klein"),
                                          ("chroma", "flux_lora_chroma")])
 def test_family_workflow_trains_and_samples_with_the_lora(comfy, family, name, caplog):

@@ -30,7 +30,7 @@ def reference_loss(objective, diffusion_model, leaves, examples, weights=None, w
     x0 = torch.stack([examples[0].latent, examples[1].latent])
     noise = torch.randn(x0.shape, generator=gen)
     sigmas = objective.sample_sigmas("sigmoid", 2, gen, image_tokens=(x0.shape[-2] // 2) * (x0.shape[-1] // 2))
-    refs = torch.stack([examples[0].reference, examples[1].reference]) if with_references else None
+    refs = torch.stack([examples[0].references[0], examples[1].references[0]]) if with_references else None
     pred = reference(objective.noisy_latents(x0, noise, sigmas), sigmas, torch.stack([e.context for e in examples[:2]]),
                      torch.stack([e.pooled for e in examples[:2]]), torch.full((2,), 1.0), reference=refs)
     return ((pred - (noise - x0)) ** 2).reshape(2, -1).mean(1).mean()

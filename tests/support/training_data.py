@@ -86,16 +86,34 @@ def model_and_examples(comfy):
     return _encoded(comfy, "examples", dataset)
 
 
-def paired_dataset(comfy):
-    """The synthetic images as FLUX.1 Kontext pairs: each with a control image (its mirror image, then darkened)."""
+def paired_dataset(comfy, references: int = 1):
+    """The synthetic images as edit pairs: each with ``references`` control images (its mirror image darkened, then
+    upside down and brightened, then each other colour channel order)."""
     from dataclasses import replace
     base = dataset(comfy)
-    return base.with_images([replace(im, control=(im.pixels.flip(1).float() * 0.6).to(im.pixels.dtype),
-                                     control_sha256="mirror-" + im.sha256) for im in base.images])
+
+    def controls(pixels):
+        made = [(pixels.flip(1).float() * 0.6), (pixels.flip(0).float() * 0.5 + 100), pixels[:, :, [2, 0, 1]].float()]
+        return tuple(c.clamp(0, 255).to(pixels.dtype) for c in made[:references])
+    return base.with_images([replace(im, controls=controls(im.pixels),
+                                     control_sha256s=tuple(f"ref{i}-{im.sha256}" for i in range(references))
+                                     if references > 1 else ("mirror-" + im.sha256,)) for im in base.images])
 
 
 def paired_examples(comfy):
     return _encoded(comfy, "paired", paired_dataset)
+
+
+def family_paired_examples(comfy, family: str, references: int):
+    """(MODEL, examples of the synthetic edit pairs with ``references`` controls, encoded with that family's models)."""
+    ex = _trainer("examples")
+    model, clip, vae = load_family(comfy, family)
+    key = f"paired:{family}:{references}"
+    if key not in _CACHE:
+        with torch.inference_mode():
+            _CACHE[key] = ex.Encoder(model, clip, vae).examples(
+                ex.sources_from_dataset(paired_dataset(comfy, references)))
+    return model, _CACHE[key]
 
 
 def random_lora(model, layers, seed: int, scale: float, rank: int = 2) -> dict:
@@ -117,3 +135,24 @@ def assistant_lora(comfy, name="tiny_assistant.safetensors"):
         layers = ("double_blocks.0.img_attn.qkv", "double_blocks.1.img_mlp.0", "single_blocks.0.linear1")
         save_file(random_lora(load_models(comfy)[0], layers, seed=21, scale=0.2), str(path))
     return name
+
+
+def sampled_paired_run(core, models, dataset, prompt: str, cache_root: str):
+    """A 2-step train_run of an edit dataset with one checkpoint sample of ``prompt``: (its outputs, the (positive,
+    negative) conditioning of every comfy.samplers.sample call it made)."""
+    import pytest
+    samplers = importlib.import_module("comfy.samplers")   # not 'import comfy.samplers': it would shadow the fixture
+    model, clip, vae = models
+    conds = []
+    real = samplers.sample
+
+    def spy(model_, noise, positive, negative, *a, **k):
+        conds.append((positive, negative))
+        return real(model_, noise, positive, negative, *a, **k)
+    sample_settings = core.sampling.SampleSettings((prompt,), width=64, height=64, steps=2, every_n_steps=2)
+    with pytest.MonkeyPatch.context() as mp, torch.inference_mode():
+        mp.setattr(samplers, "sample", spy)
+        out = core.run.train_run(model, clip, vae, dataset, core.settings.TrainSettings(
+            steps=2, learning_rate=1e-2, rank=4, caption_dropout=0.0), sample_settings=sample_settings,
+            cache_root=cache_root)
+    return out, conds

@@ -45,7 +45,8 @@ NOTES = {
          "with the same file names, in input/kontext_dataset_control (or name_control.png next to name.png).\n"
          "Each caption (name.txt) is the edit instruction, e.g. 'turn this photo into a watercolor painting'.\n"
          "Checkpoint samples edit a held-out (else the first) control image: control | result per row.\n"
-         "Below: the trained LoRA edits your own image (Load Image -> ReferenceLatent), ~1 megapixel works best."),
+         "Below: the trained LoRA edits your own image (Load Image -> ReferenceLatent; example.png is ComfyUI's\n"
+         "sample picture - pick yours), ~1 megapixel works best."),
     ],
     "flux_lora_klein": [
         ("Train a FLUX.2 [klein] LoRA",
@@ -55,6 +56,16 @@ NOTES = {
          "Put 10-30 captioned photos in input/lora_dataset; Trigger Word adds your trigger.\n"
          "klein has no guidance input: samples use real CFG (Test Sampler's guidance = CFG scale, ~4).\n"
          "The LoRA is saved in kohya format; stock LoraLoader loads it (below)."),
+    ],
+    "flux_lora_klein_edit": [
+        ("Train a FLUX.2 [klein] edit LoRA (one or more reference images)",
+         "Models as for klein: flux-2-klein-base-4b (or 9b), qwen_3_4b (CLIPLoader type flux2), flux2-vae.\n"
+         "Put the edited ('after') images in input/klein_edit_dataset with their instruction as name.txt,\n"
+         "and their references with the same file names in klein_edit_dataset_control_1 and _control_2\n"
+         "(one folder per reference, in order; one folder for single-reference edits),\n"
+         "or name_control_1.png, name_control_2.png next to name.png (then clear control_folder).\n"
+         "Targets missing a reference are listed in the report and skipped. Samples: references | result.\n"
+         "Below: the LoRA edits your own images (Load Image x2 -> ReferenceLatent x2, real CFG ~4)."),
     ],
     "flux_lora_chroma": [
         ("Train a Chroma LoRA",

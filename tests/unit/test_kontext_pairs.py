@@ -20,11 +20,11 @@ def test_pairs_in_one_folder_by_name_control(core, tmp_path):
     ds = core.folder.load_folder(str(folder), [], resolution=64, crop="aspect buckets")
     assert [im.name for im in ds.images] == ["001.png"]
     (im,) = ds.images
-    assert im.caption == "make it bright" and im.control.shape == im.pixels.shape and int(im.control[0, 0, 0]) == 40
+    assert im.caption == "make it bright" and im.controls[0].shape == im.pixels.shape and int(im.controls[0][0, 0, 0]) == 40
     problems = "\n".join(ds.problems)
     assert "002.png: no control image (expected 002_control.* next to it) - skipped" in problems
     assert "003_control.png: control image without a target image of the same name - ignored" in problems
-    assert core.dataset.is_paired(ds) and "1 Kontext pairs" in core.dataset.report(ds)
+    assert core.dataset.is_paired(ds) and "1 edit pairs with 1 reference image each" in core.dataset.report(ds)
 
 
 def test_pairs_from_a_control_folder_are_fitted_to_the_target(core, tmp_path):
@@ -37,7 +37,7 @@ def test_pairs_from_a_control_folder_are_fitted_to_the_target(core, tmp_path):
     ds = core.folder.load_folder(str(targets), [], resolution=64, crop="aspect buckets", small_images="include",
                                  control_folder=str(controls))
     (im,) = ds.images
-    assert im.name == "001.png" and im.control.shape == im.pixels.shape
+    assert im.name == "001.png" and im.controls[0].shape == im.pixels.shape
     assert any("002.png: no control image (expected 002.* in" in p for p in ds.problems)
     assert any("004.png: control image without a target" in p for p in ds.problems)
     assert any("001.jpg: 64x64 has another shape than 001.png" in n for n in ds.notes)
@@ -54,7 +54,7 @@ def test_folders_without_controls_stay_unpaired_and_a_wrong_control_folder_is_re
     _image(folder / "a.png", (64, 64), 1)
     _image(other / "zzz.png", (64, 64), 1)
     ds = core.folder.load_folder(str(folder), [], resolution=64)
-    assert ds.images[0].control is None and not core.dataset.is_paired(ds)
+    assert ds.images[0].controls == () and not core.dataset.is_paired(ds)
     assert not any("control" in p for p in ds.problems + ds.notes)
     with pytest.raises(ValueError, match="no image in the control folder .* has the name of an image"):
         core.folder.load_folder(str(folder), [], resolution=64, control_folder=str(other))
@@ -93,3 +93,59 @@ def test_a_pair_whose_control_is_the_image_itself_is_skipped(core, tmp_path):
     (alone / "003_control.png").write_bytes((alone / "003.png").read_bytes())   # name_control.* next to it: a copy
     with pytest.raises(ValueError, match="no usable images.*003.png: its control image 003_control.png is the same image"):
         core.folder.load_folder(str(alone), [], resolution=64)
+
+
+def test_several_references_per_target_in_one_folder(core, tmp_path):
+    """name_control_1.*, name_control_2.* next to name.*: the references in their order; a target with fewer than
+    the others, ambiguous names or a gap in the numbers is listed and skipped, never guessed."""
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    for stem, value in (("a", 200), ("a_control_1", 10), ("a_control_2", 20),
+                        ("b", 201), ("b_control", 11), ("b_control_2", 21),        # name_control is the first
+                        ("c", 202), ("c_control_1", 12),                           # one of two
+                        ("d", 203), ("d_control", 13), ("d_control_1", 14),        # the first twice
+                        ("e", 204), ("e_control_1", 15), ("e_control_3", 16)):     # no second
+        _image(folder / f"{stem}.png", (64, 64), value)
+    ds = core.folder.load_folder(str(folder), [], resolution=64)
+    assert [im.name for im in ds.images] == ["a.png", "b.png"]
+    assert [[int(c[0, 0, 0]) for c in im.controls] for im in ds.images] == [[10, 20], [11, 21]]
+    problems = "\n".join(ds.problems)
+    assert ("c.png: 1 of the 2 reference images the other pairs have (expected c_control_1.*, c_control_2.* next to "
+            "it) - skipped") in problems
+    assert "d.png: d_control.png and d_control_1.png are the same reference" in problems
+    assert "e.png: its references are numbered 1, 3 - reference 2 is missing - skipped" in problems
+    assert "2 edit pairs with 2 reference images each" in core.dataset.report(ds)
+
+
+def test_several_control_folders_one_per_reference(core, tmp_path):
+    targets, first, second = tmp_path / "after", tmp_path / "scene", tmp_path / "object"
+    for folder in (targets, first, second):
+        folder.mkdir()
+    for stem in ("001", "002"):
+        _image(targets / f"{stem}.png", (64, 64), 200)
+        _image(first / f"{stem}.png", (64, 64), 30)
+    _image(second / "001.jpg", (64, 64), 60)
+    ds = core.folder.load_folder(str(targets), [], resolution=64, control_folder=f"{first}, {second}")
+    (im,) = ds.images
+    assert im.name == "001.png" and [int(c[0, 0, 0]) for c in im.controls] == [30, 60]
+    assert any(p.startswith("002.png: 1 of the 2 reference images") and f"expected 002.* in {first}, {second}" in p
+               for p in ds.problems), ds.problems
+    swapped = core.folder.load_folder(str(targets), [], resolution=64, control_folder=f"{second}, {first}")
+    assert swapped.fingerprint() != ds.fingerprint()   # the order of the references is part of the data
+    with pytest.raises(ValueError, match="are the same folder: name one folder per reference image"):
+        core.folder.load_folder(str(targets), [], resolution=64, control_folder=f"{first}, {first}")
+
+
+def test_a_one_reference_pair_keeps_its_fingerprint(core, tmp_path):
+    """Kontext runs saved before several references existed still resume: one reference is fingerprinted as before."""
+    import hashlib
+    folder = tmp_path / "pairs"
+    folder.mkdir()
+    _image(folder / "001.png", (64, 64), 200)
+    _image(folder / "001_control.png", (64, 64), 40)
+    ds = core.folder.load_folder(str(folder), [], resolution=64)
+    (im,) = ds.images
+    h = hashlib.sha256(f"{ds.resolution}|{ds.crop}".encode())
+    h.update(f"|{im.sha256}|{im.bucket}|{im.caption}".encode())
+    h.update(f"|control {im.control_sha256s[0]}".encode())
+    assert ds.fingerprint() == h.hexdigest()
