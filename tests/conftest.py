@@ -59,12 +59,15 @@ def flux_code(request, monkeypatch):
 
 @pytest.fixture(scope="session")
 def captioners(comfy):
-    """Tiny random Florence-2 and Qwen2.5-VL model folders in a registered models/captioners folder."""
+    """Tiny random Florence-2, Qwen2.5-VL, Qwen3-VL and JoyCaption (LLaVA) model folders in a registered
+    models/captioners folder."""
     import folder_paths
     import tiny_captioners
     root = comfy["root"] / "models" / "captioners"
     tiny_captioners.write_tiny_florence2(root / "tiny-florence2")
     tiny_captioners.write_tiny_qwen25vl(root / "tiny-qwen25vl")
+    tiny_captioners.write_tiny_qwen3vl(root / "tiny-qwen3vl")
+    tiny_captioners.write_tiny_joycaption(root / "tiny-joycaption")
     tiny_captioners.allow_qwen_processor_without_torchvision()  # tests only: no CPU torchvision wheel exists
     folder_paths.add_model_folder_path("captioners", str(root), is_default=True)
     return root

@@ -2,8 +2,8 @@
 
 Nothing is downloaded: the tokenizers are byte-level BPEs trained here on a few sentences, the image processors
 and models are built from their classes with tiny sizes and ``torch.manual_seed(0)``, and everything is written
-with ``save_pretrained`` so that ``from_pretrained(folder)`` works offline (transformers 5.23). Both writers are
-deterministic (byte-identical files on every call), take well under a second and write under 1 MB.
+with ``save_pretrained`` so that ``from_pretrained(folder)`` works offline (transformers 5.23 / 5.25). Every writer
+is deterministic (byte-identical files on every call), takes well under a second and writes under 1 MB.
 
 - ``write_tiny_florence2(folder)``: ``Florence2ForConditionalGeneration`` (model_type "florence2", no remote
   code) + ``Florence2Processor``: ``CLIPImageProcessor`` (every image resized to 32x32 -> 17 image tokens), a
@@ -18,13 +18,34 @@ deterministic (byte-identical files on every call), take well under a second and
   "<|im_end|>", pad "<|endoftext|>", ``padding_side`` "left") and Qwen2-VL's chat template (``chat_template.jinja``).
   Loads with ``AutoProcessor`` and with ``Qwen2_5_VLForConditionalGeneration``, ``AutoModelForImageTextToText`` or
   ``AutoModelForMultimodalLM``.
+- ``write_tiny_qwen3vl(folder)``: ``Qwen3VLForConditionalGeneration`` (model_type "qwen3_vl", with DeepStack) + the
+  processor files of a hub Qwen3-VL-*-Instruct checkpoint: ``preprocessor_config.json`` (``Qwen2VLImageProcessor``,
+  processor_class "Qwen3VLProcessor", patches of 16 merged 2x2, i.e. factor 32, 64*64 <= pixels <= 2*64*64: 4 to 8
+  image tokens per image), ``video_preprocessor_config.json`` (``Qwen3VLVideoProcessor``), the Qwen tokenizer as above
+  and Qwen3-VL's own chat template (no default system prompt; several images in one message). Loads with
+  ``AutoProcessor`` (``Qwen3VLProcessor``) and with ``Qwen3VLForConditionalGeneration``,
+  ``AutoModelForImageTextToText`` or ``AutoModelForMultimodalLM``. Messages as for Qwen2.5-VL, e.g. ``[{"role":
+  "user", "content": [{"type": "image"}, {"type": "image"}, {"type": "text", "text": ...}]}]`` with the images passed
+  in order to ``processor(text=[...], images=[...], padding=True)``; the processor's ``mm_token_type_ids`` must reach
+  ``generate`` (``**inputs`` does it).
+- ``write_tiny_joycaption(folder)``: a JoyCaption-Beta-One-shaped ``LlavaForConditionalGeneration`` (model_type
+  "llava": SigLIP vision tower, 32x32 pixels in patches of 8 -> 16 image tokens, LLaVA's 2-layer GELU projector
+  with bias, features of the second-to-last layer, "full" selection; a Llama 3.1-style text model) + the processor
+  files of fancyfeast/llama-joycaption-beta-one-hf-llava: ``preprocessor_config.json`` (``SiglipImageProcessor``),
+  ``processor_config.json`` (``LlavaProcessor``: image token "<image>", patch size), a Llama 3 byte-level BPE
+  ``PreTrainedTokenizerFast`` (bos "<|begin_of_text|>" added by its post-processor, eos "<|eot_id|>", pad
+  "<|finetune_right_pad_id|>", ``padding_side`` "left") and JoyCaption's chat template, which takes STRING contents and
+  puts "<image>" at the start of the user message (``JOYCAPTION_CHAT_TEMPLATE``). The model card's usage works as is:
+  ``processor(text=[processor.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)],
+  images=[image], return_tensors="pt")``. Loads with ``AutoProcessor`` and with ``LlavaForConditionalGeneration``,
+  ``AutoModelForImageTextToText``, ``AutoModelForMultimodalLM`` or ``AutoModelForPreTraining``.
 
-Transformers 5.23 cannot build ``Qwen2_5_VLProcessor`` without torchvision (every processor sub-component is
-type-checked and ``AutoVideoProcessor`` / ``VideoProcessorMixin`` exist only with torchvision; see
-huggingface/transformers#48558), and the PyPI torchvision wheel does not import next to the CPU torch of the test
-machine. ``allow_qwen_processor_without_torchvision()`` is a TESTS-ONLY patch for that: call it (in the process that
-loads the model) before ``AutoProcessor.from_pretrained`` of a Qwen2.5-VL folder; it does nothing where torchvision
-works. Florence-2 needs no patch.
+Transformers 5.23 / 5.25 cannot build ``Qwen2_5_VLProcessor`` or ``Qwen3VLProcessor`` without torchvision (every
+processor sub-component is type-checked and ``AutoVideoProcessor`` / ``VideoProcessorMixin`` exist only with
+torchvision; see huggingface/transformers#48558), and the PyPI torchvision wheel does not import next to the CPU
+torch of the test machine. ``allow_qwen_processor_without_torchvision()`` is a TESTS-ONLY patch for that: call it (in
+the process that loads the model) before ``AutoProcessor.from_pretrained`` of a Qwen2.5-VL or Qwen3-VL folder; it
+does nothing where torchvision works. Florence-2 and JoyCaption (``SiglipImageProcessorPil``) need no patch.
 
 The random models never emit special, image, location or odd byte tokens (the output-embedding rows of every token
 that does not decode to a plain word or ',' / '.' are zero, every other logit is random), so generation always runs
@@ -39,6 +60,11 @@ FLORENCE2_AUTO_MODEL_CLASS_NAMES = ("AutoModelForImageTextToText", "AutoModelFor
                                     "AutoModelForPreTraining")
 QWEN25VL_MODEL_CLASS_NAME = "Qwen2_5_VLForConditionalGeneration"
 QWEN25VL_AUTO_MODEL_CLASS_NAMES = ("AutoModelForImageTextToText", "AutoModelForMultimodalLM")
+QWEN3VL_MODEL_CLASS_NAME = "Qwen3VLForConditionalGeneration"
+QWEN3VL_AUTO_MODEL_CLASS_NAMES = ("AutoModelForImageTextToText", "AutoModelForMultimodalLM")
+JOYCAPTION_MODEL_CLASS_NAME = "LlavaForConditionalGeneration"
+JOYCAPTION_AUTO_MODEL_CLASS_NAMES = ("AutoModelForImageTextToText", "AutoModelForMultimodalLM",
+                                     "AutoModelForPreTraining")
 
 SEED = 0
 INIT_STD = 0.3  # larger than the usual 0.02 so that the random captions depend on the image
@@ -100,6 +126,182 @@ QWEN_CHAT_TEMPLATE = (
     "{% elif 'text' in content %}{{ content['text'] }}{% endif %}{% endfor %}<|im_end|>\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+
+
+# Qwen3-VL-*-Instruct's chat template (chat_template.json of e.g. Qwen/Qwen3-VL-30B-A3B-Instruct): no default system
+# prompt, any number of images / videos anywhere in a message ('<|vision_start|><|image_pad|><|vision_end|>' each).
+QWEN3VL_CHAT_TEMPLATE = r"""{%- if tools %}
+    {{- '<|im_start|>system\n' }}
+    {%- if messages[0].role == 'system' %}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n\n' }}
+    {%- endif %}
+    {{- "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>" }}
+    {%- for tool in tools %}
+        {{- "\n" }}
+        {{- tool | tojson }}
+    {%- endfor %}
+    {{- "\n</tools>\n\nFor each function call, return a json object with function name and arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n" }}
+{%- else %}
+    {%- if messages[0].role == 'system' %}
+        {{- '<|im_start|>system\n' }}
+        {%- if messages[0].content is string %}
+            {{- messages[0].content }}
+        {%- else %}
+            {%- for content in messages[0].content %}
+                {%- if 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- endif %}
+{%- endif %}
+{%- set image_count = namespace(value=0) %}
+{%- set video_count = namespace(value=0) %}
+{%- for message in messages %}
+    {%- if message.role == "user" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "assistant" %}
+        {{- '<|im_start|>' + message.role + '\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content_item in message.content %}
+                {%- if 'text' in content_item %}
+                    {{- content_item.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {%- if message.tool_calls %}
+            {%- for tool_call in message.tool_calls %}
+                {%- if (loop.first and message.content) or (not loop.first) %}
+                    {{- '\n' }}
+                {%- endif %}
+                {%- if tool_call.function %}
+                    {%- set tool_call = tool_call.function %}
+                {%- endif %}
+                {{- '<tool_call>\n{"name": "' }}
+                {{- tool_call.name }}
+                {{- '", "arguments": ' }}
+                {%- if tool_call.arguments is string %}
+                    {{- tool_call.arguments }}
+                {%- else %}
+                    {{- tool_call.arguments | tojson }}
+                {%- endif %}
+                {{- '}\n</tool_call>' }}
+            {%- endfor %}
+        {%- endif %}
+        {{- '<|im_end|>\n' }}
+    {%- elif message.role == "tool" %}
+        {%- if loop.first or (messages[loop.index0 - 1].role != "tool") %}
+            {{- '<|im_start|>user' }}
+        {%- endif %}
+        {{- '\n<tool_response>\n' }}
+        {%- if message.content is string %}
+            {{- message.content }}
+        {%- else %}
+            {%- for content in message.content %}
+                {%- if content.type == 'image' or 'image' in content or 'image_url' in content %}
+                    {%- set image_count.value = image_count.value + 1 %}
+                    {%- if add_vision_id %}Picture {{ image_count.value }}: {% endif -%}
+                    <|vision_start|><|image_pad|><|vision_end|>
+                {%- elif content.type == 'video' or 'video' in content %}
+                    {%- set video_count.value = video_count.value + 1 %}
+                    {%- if add_vision_id %}Video {{ video_count.value }}: {% endif -%}
+                    <|vision_start|><|video_pad|><|vision_end|>
+                {%- elif 'text' in content %}
+                    {{- content.text }}
+                {%- endif %}
+            {%- endfor %}
+        {%- endif %}
+        {{- '\n</tool_response>' }}
+        {%- if loop.last or (messages[loop.index0 + 1].role != "tool") %}
+            {{- '<|im_end|>\n' }}
+        {%- endif %}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+
+# JoyCaption Beta One's chat template (fancyfeast/llama-joycaption-beta-one-hf-llava: Llama 3.1's, without the bos,
+# which the tokenizer adds, and with "<image>" put at the start of the (first) user message, whose content is a
+# string). Lines 1-29 as mirrored in codeShare/joycaption_beta_one_SDNQ's chat_template.jinja (43 lines); the rest
+# follows Llama 3.1's template and JoyCaption's own code (finetuning/train.py strips "<image>" from the data and
+# expects exactly 3 <|eot_id|>: system, user, assistant; the Alpha Two app put the image right after the user header).
+# Jinja does not carry the loop's `set` over iterations, so every user message gets the "<image>" (as in the original).
+JOYCAPTION_CHAT_TEMPLATE = """{%- if not date_string is defined %}
+{%- set date_string = "26 July 2024" %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+{%- set system_message = messages[0]['content'] %}
+{%- set messages = messages[1:] %}
+{%- else %}
+{%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>
+
+" }}
+{{- "Cutting Knowledge Date: December 2023
+" }}
+{{- "Today Date: " + date_string + "
+
+" }}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+
+{%- set first_user_message = True %}
+{%- for message in messages %}
+{%- if first_user_message and message['role'] == 'user' %}
+{%- set first_user_message = False %}
+{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>
+
+<image>' + message['content'] | trim + '<|eot_id|>' }}
+{%- else %}
+{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>
+
+' + message['content'] | trim + '<|eot_id|>' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+{{- '<|start_header_id|>assistant<|end_header_id|>
+
+' }}
+{%- endif %}
+"""
 
 
 def _train_bpe(pre_tokenizer, vocab_size=400, special_tokens=()):
@@ -177,15 +379,11 @@ def write_tiny_florence2(folder: Path) -> Path:
     return folder
 
 
-def write_tiny_qwen25vl(folder: Path) -> Path:
-    """Writes a tiny Qwen2.5-VL (``qwen2_5_vl``) model + processor files into ``folder`` (hub checkpoint layout)."""
-    import torch
+def _qwen_tokenizer(chat_template: str, model_max_length: int):
+    """(a Qwen2Tokenizer with Qwen's special tokens and ``chat_template``, {special token: id})."""
     from tokenizers import Regex, pre_tokenizers
-    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Tokenizer,
-                              Qwen2VLImageProcessorPil)
+    from transformers import Qwen2Tokenizer
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
-    folder = _folder(folder)
-
     vocab, merges = _train_bpe(pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]), 400)
@@ -193,9 +391,32 @@ def write_tiny_qwen25vl(folder: Path) -> Path:
         vocab[token] = len(vocab)
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token="<|im_end|>",
                                pad_token="<|endoftext|>", additional_special_tokens=list(_QWEN_SPECIAL_TOKENS),
-                               errors="replace", split_special_tokens=False, model_max_length=32768,
-                               padding_side="left", chat_template=QWEN_CHAT_TEMPLATE)
-    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL_TOKENS}
+                               errors="replace", split_special_tokens=False, model_max_length=model_max_length,
+                               padding_side="left", chat_template=chat_template)
+    return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN_SPECIAL_TOKENS}
+
+
+def _save_qwen_processor_files(folder: Path, tokenizer, image_processor, processor_class: str, chat_template: str):
+    """The processor files of a hub Qwen-VL checkpoint: preprocessor_config.json (naming ``processor_class``),
+    the tokenizer files and chat_template.jinja."""
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+    preprocessor = folder / "preprocessor_config.json"
+    data = json.loads(preprocessor.read_text())
+    data["processor_class"] = processor_class
+    preprocessor.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    if not (folder / "chat_template.jinja").is_file():
+        (folder / "chat_template.jinja").write_text(chat_template)
+
+
+def write_tiny_qwen25vl(folder: Path) -> Path:
+    """Writes a tiny Qwen2.5-VL (``qwen2_5_vl``) model + processor files into ``folder`` (hub checkpoint layout)."""
+    import torch
+    from transformers import (GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2VLImageProcessorPil)
+    folder = _folder(folder)
+
+    tokenizer, ids = _qwen_tokenizer(QWEN_CHAT_TEMPLATE, 32768)
 
     # Patches of 14 merged 2x2 (factor 28); 56*56 <= pixels <= 2*56*56 gives 4 to 8 image tokens per image.
     image_processor = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=2 * 56 * 56, patch_size=14,
@@ -226,21 +447,143 @@ def write_tiny_qwen25vl(folder: Path) -> Path:
     # The processor files of the hub checkpoints: preprocessor_config.json + tokenizer files + chat template.
     # (Qwen2_5_VLProcessor.save_pretrained needs torchvision for its video processor; these files do not, and
     # AutoVideoProcessor infers Qwen2VLVideoProcessor from them where torchvision exists.)
+    _save_qwen_processor_files(folder, tokenizer, image_processor, "Qwen2_5_VLProcessor", QWEN_CHAT_TEMPLATE)
+    return folder
+
+
+def write_tiny_qwen3vl(folder: Path) -> Path:
+    """Writes a tiny Qwen3-VL (``qwen3_vl``) model + processor files into ``folder`` (hub checkpoint layout)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2VLImageProcessorPil, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    folder = _folder(folder)
+
+    tokenizer, ids = _qwen_tokenizer(QWEN3VL_CHAT_TEMPLATE, 262144)
+
+    # Patches of 16 merged 2x2 (factor 32); 64*64 <= pixels <= 2*64*64 gives 4 to 8 image tokens per image.
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=64 * 64, max_pixels=2 * 64 * 64, patch_size=16,
+                                               temporal_patch_size=2, merge_size=2, image_mean=[0.5, 0.5, 0.5],
+                                               image_std=[0.5, 0.5, 0.5])
+
+    text_config = dict(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                       rms_norm_eps=1e-6, hidden_act="silu", initializer_range=INIT_STD,
+                       rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "mrope_section": [4, 2, 2],
+                                        "mrope_interleaved": True},
+                       bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"],
+                       pad_token_id=ids["<|endoftext|>"])
+    vision_config = dict(depth=2, hidden_size=16, intermediate_size=32, num_heads=2, in_channels=3, patch_size=16,
+                         spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=16,
+                         deepstack_visual_indexes=[0], hidden_act="gelu_pytorch_tanh", initializer_range=INIT_STD)
+    config = Qwen3VLConfig(text_config=text_config, vision_config=vision_config, tie_word_embeddings=False,
+                           image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+                           vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"])
+    torch.manual_seed(SEED)
+    model = Qwen3VLForConditionalGeneration(config).eval()
+    _only_words(model, tokenizer)
+    model.generation_config = GenerationConfig(bos_token_id=ids["<|endoftext|>"], pad_token_id=ids["<|endoftext|>"],
+                                               eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]])
+    model.save_pretrained(folder)
+
+    # The processor files of the hub checkpoints: preprocessor_config.json + video_preprocessor_config.json +
+    # tokenizer files + chat template (Qwen3VLProcessor.save_pretrained needs torchvision for its video processor).
+    _save_qwen_processor_files(folder, tokenizer, image_processor, "Qwen3VLProcessor", QWEN3VL_CHAT_TEMPLATE)
+    video = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], "merge_size": 2, "patch_size": 16,
+             "processor_class": "Qwen3VLProcessor", "size": {"longest_edge": 4 * 2 * 64 * 64, "shortest_edge": 64 * 64},
+             "temporal_patch_size": 2, "video_processor_type": "Qwen3VLVideoProcessor"}
+    (folder / "video_preprocessor_config.json").write_text(json.dumps(video, indent=2, sort_keys=True) + "\n")
+    return folder
+
+
+_LLAMA3_SPECIAL_TOKENS = ["<|begin_of_text|>", "<|end_of_text|>", "<|finetune_right_pad_id|>", "<|start_header_id|>",
+                          "<|end_header_id|>", "<|eom_id|>", "<|eot_id|>", "<|python_tag|>", "<image>"]
+# Llama 3's pre-tokenizer split (tokenizer.json of meta-llama/Llama-3.1-8B-Instruct)
+_LLAMA3_PRETOKENIZE_REGEX = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                             r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def write_tiny_joycaption(folder: Path) -> Path:
+    """Writes a tiny JoyCaption-Beta-One-shaped LLaVA (``llava``: SigLIP tower + Llama) + processor into ``folder``."""
+    import torch
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import (GenerationConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
+                              LlavaProcessor, PreTrainedTokenizerFast, SiglipImageProcessorPil, SiglipVisionConfig)
+    folder = _folder(folder)
+
+    pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(_LLAMA3_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    vocab, merges = _train_bpe(pre_tokenizer, 400)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=True))
+    backend.pre_tokenizer = pre_tokenizer
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _LLAMA3_SPECIAL_TOKENS])
+    bos = backend.token_to_id("<|begin_of_text|>")
+    backend.post_processor = processors.Sequence([  # Llama 3: a <|begin_of_text|> in front of every encoded text
+        processors.ByteLevel(trim_offsets=False),
+        processors.TemplateProcessing(single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B:1",
+                                      special_tokens=[("<|begin_of_text|>", bos)])])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                                        pad_token="<|finetune_right_pad_id|>", model_max_length=131072,
+                                        padding_side="left",
+                                        model_input_names=["input_ids", "attention_mask"],
+                                        chat_template=JOYCAPTION_CHAT_TEMPLATE)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _LLAMA3_SPECIAL_TOKENS}
+    eos_ids = [ids["<|end_of_text|>"], ids["<|eom_id|>"], ids["<|eot_id|>"]]  # Llama 3.1 Instruct's
+
+    # SigLIP so400m-patch14-384 in small: a 32x32 image in patches of 8 -> 16 image tokens (JoyCaption: 729).
+    image_size, patch_size = 32, 8
+    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size}, resample=3,
+                                              image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+                               vision_feature_select_strategy="full", num_additional_image_tokens=0,
+                               image_token="<image>", chat_template=JOYCAPTION_CHAT_TEMPLATE)
+
+    vision_config = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, num_channels=3, image_size=image_size,
+                                       patch_size=patch_size, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+    text_config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=1024,
+                              rms_norm_eps=1e-5, hidden_act="silu", initializer_range=INIT_STD,
+                              rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
+                                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                               "original_max_position_embeddings": 256},
+                              bos_token_id=bos, eos_token_id=eos_ids, tie_word_embeddings=False)
+    config = LlavaConfig(vision_config=vision_config, text_config=text_config, image_token_id=ids["<image>"],
+                         projector_hidden_act="gelu", vision_feature_select_strategy="full", vision_feature_layer=-2,
+                         image_seq_length=(image_size // patch_size) ** 2, multimodal_projector_bias=True,
+                         tie_word_embeddings=False)
+    torch.manual_seed(SEED)
+    model = LlavaForConditionalGeneration(config).eval()
+    _only_words(model, tokenizer)
+    model.generation_config = GenerationConfig(bos_token_id=bos, pad_token_id=ids["<|finetune_right_pad_id|>"],
+                                               eos_token_id=eos_ids)
+    model.save_pretrained(folder)
+
+    # The hub checkpoint's layout: tokenizer files + chat template, preprocessor_config.json (the image processor) and
+    # a processor_config.json with LlavaProcessor's own settings (v5's processor.save_pretrained would nest both).
     tokenizer.save_pretrained(folder)
+    tokenizer_config = folder / "tokenizer_config.json"
+    data = json.loads(tokenizer_config.read_text())
+    data["tokenizer_class"] = "PreTrainedTokenizerFast"  # as in the checkpoint (v5 writes its alias TokenizersBackend)
+    tokenizer_config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     image_processor.save_pretrained(folder)
     preprocessor = folder / "preprocessor_config.json"
     data = json.loads(preprocessor.read_text())
-    data["processor_class"] = "Qwen2_5_VLProcessor"
+    data["processor_class"] = "LlavaProcessor"
     preprocessor.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    settings = {"image_token": processor.image_token, "num_additional_image_tokens": 0, "patch_size": patch_size,
+                "processor_class": "LlavaProcessor", "vision_feature_select_strategy": "full"}
+    (folder / "processor_config.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     if not (folder / "chat_template.jinja").is_file():
-        (folder / "chat_template.jinja").write_text(QWEN_CHAT_TEMPLATE)
+        (folder / "chat_template.jinja").write_text(JOYCAPTION_CHAT_TEMPLATE)
     return folder
 
 
 def allow_qwen_processor_without_torchvision() -> bool:
-    """TESTS ONLY. Lets ``AutoProcessor.from_pretrained`` build ``Qwen2_5_VLProcessor`` for image-only use when
-    torchvision is missing: its video processor becomes a stub that raises if given videos. No-op (False) where
-    torchvision is importable; True once the patch is in place. Idempotent."""
+    """TESTS ONLY. Lets ``AutoProcessor.from_pretrained`` build ``Qwen2_5_VLProcessor`` or ``Qwen3VLProcessor`` for
+    image-only use when torchvision is missing: its video processor becomes a stub (merge size 2, temporal patch
+    size 2, as both expect) that raises if given videos. No-op (False) where torchvision is importable; True once the
+    patch is in place. Idempotent."""
     from transformers.utils import is_torchvision_available
     if is_torchvision_available():
         return False
@@ -279,7 +622,8 @@ if __name__ == "__main__":
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     from PIL import Image
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import (AutoModelForImageTextToText, AutoProcessor, LlavaForConditionalGeneration,
+                              Qwen3VLForConditionalGeneration)
 
     torch.set_num_threads(min(2, torch.get_num_threads()))
     start = time.perf_counter()
@@ -329,4 +673,74 @@ if __name__ == "__main__":
             print(f"  qwen2.5-vl: {text!r}")
             assert text.strip()
         print(f"qwen2.5-vl: loaded + generated in {time.perf_counter() - t:.2f}s")
+
+        t = time.perf_counter()
+        qwen3 = write_tiny_qwen3vl(Path(tmp) / "qwen3vl")
+        size = sum(f.stat().st_size for f in qwen3.iterdir())
+        print(f"qwen3-vl: written in {time.perf_counter() - t:.2f}s, {size / 1e6:.2f} MB: {sorted(os.listdir(qwen3))}")
+        t = time.perf_counter()
+        processor = AutoProcessor.from_pretrained(qwen3)
+        model = Qwen3VLForConditionalGeneration.from_pretrained(qwen3)
+        assert type(model).__name__ == QWEN3VL_MODEL_CLASS_NAME, type(model)
+        one = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe this image."}]}]
+        two = [{"role": "user", "content": [{"type": "image"}, {"type": "image"},
+                                            {"type": "text", "text": "Describe these images."}]}]
+        for name, chats, chat_images in (("1 image a chat", [one, one], images),
+                                         ("2 images a chat", [two, two], images + images[::-1])):
+            prompts = [processor.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
+            inputs = processor(text=prompts, images=chat_images, return_tensors="pt", padding=True)
+            print(f"  {name}: prompt {prompts[0]!r}; input_ids {tuple(inputs['input_ids'].shape)}, "
+                  f"image_grid_thw {inputs['image_grid_thw'].tolist()}")
+            assert (inputs["attention_mask"][:, -1] == 1).all()  # left padding
+            with torch.no_grad():
+                ids = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+            texts = processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+            for text in texts:
+                print(f"  qwen3-vl ({name}): {text!r}")
+                assert text.strip()
+            assert ids.shape[1] == inputs["input_ids"].shape[1] + 12 and texts[0] != texts[1]
+        print(f"qwen3-vl: loaded + generated in {time.perf_counter() - t:.2f}s")
+
+        t = time.perf_counter()
+        joy = write_tiny_joycaption(Path(tmp) / "joycaption")
+        size = sum(f.stat().st_size for f in joy.iterdir())
+        print(f"joycaption: written in {time.perf_counter() - t:.2f}s, {size / 1e6:.2f} MB: {sorted(os.listdir(joy))}")
+        t = time.perf_counter()
+        processor = AutoProcessor.from_pretrained(joy)
+        model = LlavaForConditionalGeneration.from_pretrained(joy)
+        assert type(model).__name__ == JOYCAPTION_MODEL_CLASS_NAME, type(model)
+        # The model card's usage: string contents, the chat template puts the "<image>" in, the processor expands it.
+        convo = [{"role": "system", "content": "You are a helpful image captioner."},
+                 {"role": "user", "content": "Write a long descriptive caption for this image in a formal tone."}]
+        convo_string = processor.apply_chat_template(convo, tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=[convo_string], images=[images[0]], return_tensors="pt")
+        assert (inputs["input_ids"][0] == processor.tokenizer.bos_token_id).sum() == 1  # one <|begin_of_text|>
+        assert (inputs["input_ids"][0] == model.config.image_token_id).sum() == model.config.image_seq_length
+        print(f"  prompt {convo_string!r}; input_ids {tuple(inputs['input_ids'].shape)}")
+        with torch.no_grad():
+            ids = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        text = processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0]
+        print(f"  joycaption (1 image): {text!r}")
+        assert text.strip()
+        convos = [convo, [convo[0], {"role": "user", "content": "Write a short caption for this image."}]]
+        convo_strings = processor.apply_chat_template(convos, tokenize=False, add_generation_prompt=True)
+        inputs = processor(text=convo_strings, images=images, return_tensors="pt", padding="longest")
+        assert (inputs["attention_mask"][:, -1] == 1).all() and not inputs["attention_mask"].all()  # left padding
+        with torch.no_grad():
+            ids = model.generate(**inputs, max_new_tokens=12, do_sample=False)
+        texts = processor.batch_decode(ids[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        for text in texts:
+            print(f"  joycaption (batch of 2): {text!r}")
+            assert text.strip()
+        assert ids.shape[1] == inputs["input_ids"].shape[1] + 12 and texts[0] != texts[1]
+        print(f"joycaption: loaded + generated in {time.perf_counter() - t:.2f}s")
+
+        for write in (write_tiny_florence2, write_tiny_qwen25vl, write_tiny_qwen3vl, write_tiny_joycaption):
+            again = write(Path(tmp) / f"again_{write.__name__}")
+            first = Path(tmp) / {"write_tiny_florence2": "florence2", "write_tiny_qwen25vl": "qwen25vl",
+                                 "write_tiny_qwen3vl": "qwen3vl", "write_tiny_joycaption": "joycaption"}[write.__name__]
+            assert sorted(os.listdir(again)) == sorted(os.listdir(first)), write.__name__
+            for f in first.iterdir():
+                assert (again / f.name).read_bytes() == f.read_bytes(), (write.__name__, f.name)
+        print("every writer wrote the same bytes twice")
     print(f"total {time.perf_counter() - start:.2f}s")
