@@ -7,7 +7,7 @@ from ..trainer.slider_run import train_slider
 from .folders import cache_folder, runs_folder
 from .live import NodeRun, run_report, sample_grid
 from .settings_widgets import setting_input
-from .types import FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
+from .types import FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP, search_aliases
 
 # ai-toolkit's slider examples train small LoRAs briefly: rank 8 (alpha 4 there), a few hundred steps at 2e-4
 SLIDER_DEFAULTS = {"steps": 500, "learning_rate": 2e-4, "rank": 8}
@@ -26,6 +26,7 @@ class FluxLoRASliderTrain(io.ComfyNode):
             node_id="FluxLoRA_SliderTrain",
             display_name="Flux LoRA Slider Train",
             category="FluxLoRA",
+            **search_aliases("concept slider", "slider lora", "train slider"),
             is_output_node=True,
             hidden=[io.Hidden.unique_id],
             description="Trains a concept slider LoRA from prompts alone (no dataset): at LoRA strength +1 the target "

@@ -7,7 +7,7 @@ from ..trainer.settings import DEFAULT_PRESET, PRESET_NOTES, PRESETS, TrainSetti
 from .folders import cache_folder, runs_folder
 from .live import NodeRun, run_report, sample_grid
 from .settings_widgets import setting_input
-from .types import FLUX_DATASET, FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP
+from .types import FLUX_DATASET, FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP, search_aliases
 
 class FluxLoRATrain(io.ComfyNode):
     @classmethod
@@ -17,6 +17,7 @@ class FluxLoRATrain(io.ComfyNode):
             node_id="FluxLoRA_Train",
             display_name="Flux LoRA Train",
             category="FluxLoRA",
+            **search_aliases("lora trainer", "train lora flux", "flux lora training", "lora training"),
             is_output_node=True,
             hidden=[io.Hidden.unique_id],
             description="Trains a FLUX.1 (dev, schnell, Kontext), FLUX.2 [klein]/[dev] or Chroma LoRA on the MODEL ComfyUI already loaded (it is left unchanged). A preset "

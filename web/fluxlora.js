@@ -4,22 +4,13 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { migrateGraph, addAdvancedNodes } from "./migrate.js";
+import { loadPresets, presetValues } from "./presets.js";
 
 const TRAIN_NODES = ["FluxLoRA_Train", "FluxLoRA_SliderTrain"]; // the nodes that train and show the chart
 const PRESET_WIDGETS = ["steps", "learning_rate", "rank"]; // on the train node; the preset fills them when picked
-let presets = null; // name -> settings, from /fluxlora/presets
-
-async function loadPresets() {
-  try {
-    const res = await api.fetchApi("/fluxlora/presets");
-    if (res.ok) presets = await res.json();
-  } catch (e) {
-    console.warn("fluxlora: no presets", e);
-  }
-}
 
 function applyPreset(node, name) {
-  const values = presets?.[name];
+  const values = presetValues(name);
   if (!values) return;
   for (const w of node.widgets ?? []) if (PRESET_WIDGETS.includes(w.name) && w.name in values) w.value = values[w.name];
   node.setDirtyCanvas?.(true, true);

@@ -115,6 +115,13 @@ def test_ui_workflow_in_the_browser(server):
             const v = Object.fromEntries(n.widgets.map(x => [x.name, x.value]));
             return [v.steps, v.learning_rate, v.rank]; }""")
         assert picked == [250, 0.0004, 8], picked
+        # Advanced Settings shows what its 'preset' values resolve to under the train node's preset
+        labels = page.evaluate("""() => { window.__fluxlora_annotate(); const n = app.graph.getNodeById(21);
+            const w = n.widgets.find(x => x.name === 'warmup_steps'); w.value = 7; window.__fluxlora_annotate();
+            return Object.fromEntries(n.widgets.map(x => [x.name, x.label ?? null])); }""")
+        assert labels["alpha"].startswith("alpha = ") and labels["alpha"].endswith(" (fast test)"), labels
+        assert labels["optimizer"].startswith("optimizer = ") and labels["warmup_steps"] is None, labels
+        page.evaluate("() => { app.graph.getNodeById(21).widgets.find(x => x.name === 'warmup_steps').value = -1; }")
 
         values = {**workflow_swaps.TINY_VALUES, "FluxLoRA_AdvancedSettings": {"validation_images": 1, "validation_every": 2}}
         page.evaluate(SWAP_JS, {"values": values, "folder": "photos", "prefix": "flux_lora/browser"})
@@ -129,6 +136,12 @@ def test_ui_workflow_in_the_browser(server):
         assert outputs["8"]["checkpoints"] == [2, 4] and outputs["20"]["images"]
 
         page.wait_for_timeout(1000)
+        # the dataset, caption, trigger and save reports are shown on their nodes (not only in /history)
+        reports = page.evaluate("""() => Object.fromEntries(['4', '5', '6', '9'].map(id => [id, app.graph.getNodeById(
+            Number(id)).widgets.find(w => w.name === 'fluxlora_report').element.querySelector('textarea').value]))""")
+        assert reports["9"].startswith("Saved flux_lora/browser_") and "MB)" in reports["9"], reports
+        assert " images from " in reports["4"] and reports["5"].startswith("captioned "), reports
+        assert "trigger word: " in reports["6"], reports
         run = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, val: r.validation.length, done: r.done}; }")
         assert run == {"loss": 4, "samples": 2, "val": 2, "done": True}
         drawn = page.evaluate("""() => { const w = app.graph.getNodeById(8).widgets.find(x => x.name === 'fluxlora_chart');

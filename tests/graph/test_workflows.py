@@ -166,3 +166,16 @@ def test_api_workflows_set_every_widget_of_the_packs_nodes(comfy, name):
         schema = nodes.NODE_CLASS_MAPPINGS[node["class_type"]].define_schema()
         widgets = {i.id for i in schema.inputs if i.get_io_type() in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")}
         assert widgets <= set(node["inputs"]), (node_id, node["class_type"], sorted(widgets - set(node["inputs"])))
+
+
+def test_the_train_node_is_found_by_what_users_search_for(comfy):
+    """'lora trainer' / 'train lora flux' find Flux LoRA Train in the node search (object_info's search_aliases), on a
+    ComfyUI whose node schema has them (not v0.8.0)."""
+    import dataclasses
+
+    import nodes
+    from comfy_api.latest import io
+    if "search_aliases" not in {f.name for f in dataclasses.fields(io.Schema)}:
+        pytest.skip("this ComfyUI's node schema has no search aliases")
+    info = nodes.NODE_CLASS_MAPPINGS["FluxLoRA_Train"].GET_NODE_INFO_V1()
+    assert {"lora trainer", "train lora flux"} <= set(info["search_aliases"]), info.get("search_aliases")

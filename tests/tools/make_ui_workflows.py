@@ -103,6 +103,34 @@ NOTES = {
     ],
 }
 
+# Where ComfyUI's own workflow templates download each model file (Comfy-Org/workflow_templates: flux_dev_full_text_to_image,
+# image_flux2_klein_text_to_image), as the loaders' properties.models that the frontend's Missing Models dialog offers
+HF = "https://huggingface.co/"
+MODEL_DOWNLOADS = {
+    "flux1-dev.safetensors": (HF + "Comfy-Org/flux1-dev/resolve/main/flux1-dev.safetensors", "diffusion_models"),
+    "clip_l.safetensors": (HF + "comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors", "text_encoders"),
+    "t5xxl_fp16.safetensors": (HF + "comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+                               "text_encoders"),
+    "ae.safetensors": (HF + "Comfy-Org/Lumina_Image_2.0_Repackaged/resolve/main/split_files/vae/ae.safetensors", "vae"),
+    "flux-2-klein-base-4b.safetensors": (HF + "Comfy-Org/flux2-klein/resolve/main/split_files/diffusion_models/"
+                                         "flux-2-klein-base-4b.safetensors", "diffusion_models"),
+    "qwen_3_4b.safetensors": (HF + "Comfy-Org/flux2-klein/resolve/main/split_files/text_encoders/qwen_3_4b.safetensors",
+                              "text_encoders"),
+    "flux2-vae.safetensors": (HF + "Comfy-Org/flux2-dev/resolve/main/split_files/vae/flux2-vae.safetensors", "vae"),
+}
+LOADERS = ("UNETLoader", "DualCLIPLoader", "CLIPLoader", "VAELoader")
+
+
+def add_model_downloads(graph: dict):
+    """properties.models on every model loader whose file ComfyUI's templates download (the others are left alone)."""
+    for node in graph.get("nodes", []):
+        if node.get("type") in LOADERS:
+            files = [v for v in node.get("widgets_values", []) if isinstance(v, str) and v in MODEL_DOWNLOADS]
+            if files:
+                node.setdefault("properties", {})["models"] = [
+                    {"name": f, "url": MODEL_DOWNLOADS[f][0], "directory": MODEL_DOWNLOADS[f][1]} for f in files]
+
+
 LAYOUT_JS = """
 async ({api, name, notes}) => {
   await app.loadApiJson(api, name);
@@ -138,6 +166,7 @@ def main():
             graph = json.loads(page.evaluate(LAYOUT_JS, {"api": json.loads(api_file.read_text()), "name": name,
                                                          "notes": NOTES.get(name, [])}))
             graph.pop("id", None)  # a fresh id each time: keep the file stable
+            add_model_downloads(graph)
             (WORKFLOWS / f"{name}.json").write_text(json.dumps(graph, indent=2) + "\n")
             print("wrote", WORKFLOWS / f"{name}.json", len(graph["nodes"]), "nodes")
     sys.path.insert(0, str(WORKFLOWS.parent / "tools"))

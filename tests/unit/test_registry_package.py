@@ -167,3 +167,24 @@ def test_bitsandbytes_is_required_only_where_it_has_a_wheel(system, machine, nee
     assert all(r.marker is None for r in others)
     declared = [Requirement(d) for d in tomllib.loads((PACK / "pyproject.toml").read_text())["project"]["dependencies"]]
     assert {str(r) for r in declared} == {str(r) for r in requirements}   # the Registry gets the same list
+
+
+def test_bundled_workflows_offer_the_downloads_of_their_model_files():
+    """Every loader of FLUX.1-dev / klein files carries properties.models as ComfyUI's own templates write it, so the
+    frontend's Missing Models dialog offers the download into the right folder."""
+    loaders = {"UNETLoader", "DualCLIPLoader", "CLIPLoader", "VAELoader"}
+    seen = set()
+    for path in sorted((PACK / "workflows").glob("*.json")):
+        for node in json.loads(path.read_text())["nodes"]:
+            if node["type"] not in loaders:
+                continue
+            models = {m["name"]: m for m in node.get("properties", {}).get("models", [])}
+            for name in (v for v in node["widgets_values"] if isinstance(v, str) and v.endswith(".safetensors")):
+                if name in ("flux1-dev.safetensors", "clip_l.safetensors", "t5xxl_fp16.safetensors", "ae.safetensors",
+                            "flux-2-klein-base-4b.safetensors", "qwen_3_4b.safetensors", "flux2-vae.safetensors"):
+                    entry = models[name]
+                    assert set(entry) == {"name", "url", "directory"}, (path.name, entry)
+                    assert entry["url"].startswith("https://huggingface.co/") and entry["url"].endswith("/" + name)
+                    assert entry["directory"] in ("diffusion_models", "text_encoders", "vae"), entry
+                    seen.add(name)
+    assert len(seen) == 7, seen
