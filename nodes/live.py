@@ -4,12 +4,14 @@ the chart and picking a preset fills the node's widgets.
 Events (``PromptServer.send_sync``): ``fluxlora.progress`` {node, step, total, loss, lr, it_s, eta_s} after each
 step, ``fluxlora.samples`` {node, step, image: {filename, subfolder, type}} at each checkpoint, ``fluxlora.validation``
 {node, step, loss}, ``fluxlora.plan`` {node, text} (the VRAM plan, before encoding), ``fluxlora.warning`` {node, text}
-(e.g. a checkpoint that could not be written; training goes on), ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
+(e.g. a checkpoint that could not be written; training goes on), ``fluxlora.stage`` {node, text} (before the first
+step: encoding progress), ``fluxlora.stopped`` {node, text} (Cancel or an error ended the run), ``fluxlora.done`` {node}. GET ``/fluxlora/history`` returns everything sent so far per node; GET ``/fluxlora/presets`` every preset's
 settings. Headless runs (no server) simply skip the events.
 """
 import logging
 import os
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -44,16 +46,28 @@ def send_progress_text(text: str, node):
         instance.send_progress_text(text, str(node), getattr(instance, "client_id", None))
 
 
+def workflow_id(hidden) -> str:
+    """The id of the frontend workflow that queued this prompt (ComfyUI hands the workflow to nodes as extra_pnginfo),
+    or None (an API prompt, an older frontend without workflow ids)."""
+    info = getattr(hidden, "extra_pnginfo", None) if hidden is not None else None
+    workflow = info.get("workflow") if isinstance(info, dict) else None
+    return str(workflow["id"]) if isinstance(workflow, dict) and workflow.get("id") else None
+
+
 class LiveRun(RunHooks):
     """One training node's run: records and broadcasts steps and checkpoint samples."""
 
-    def __init__(self, node_id, total: int):
+    def __init__(self, node_id, total: int, workflow=None):
         self.node = str(node_id)
+        self.workflow = workflow   # the frontend's workflow id: a chart shows only its own workflow's runs
         self.t0 = time.perf_counter()
         if len(HISTORY) >= MAX_NODES and self.node not in HISTORY:
             HISTORY.pop(next(iter(HISTORY)))
         HISTORY[self.node] = {"total": total, "steps": [], "loss": [], "lr": [], "validation": [], "samples": [],
-                              "done": False}
+                              "done": False, **({"workflow": workflow} if workflow else {})}
+
+    def _emit(self, event, **data):
+        _send(event, {"node": self.node, **({"workflow": self.workflow} if self.workflow else {}), **data})
 
     def on_step(self, step, total, loss, lr):
         h = HISTORY[self.node]
@@ -62,20 +76,32 @@ class LiveRun(RunHooks):
         h["lr"].append(float(lr))
         elapsed = time.perf_counter() - self.t0
         it_s = step / elapsed if elapsed > 0 else 0.0
-        _send("fluxlora.progress", {"node": self.node, "step": step, "total": total, "loss": float(loss), "lr": float(lr),
-                                    "it_s": it_s, "eta_s": (total - step) / it_s if it_s > 0 else None})
+        self._emit("fluxlora.progress", step=step, total=total, loss=float(loss), lr=float(lr), it_s=it_s,
+                   eta_s=(total - step) / it_s if it_s > 0 else None)
 
     def on_plan(self, text):
         HISTORY[self.node]["plan"] = text
-        _send("fluxlora.plan", {"node": self.node, "text": text})
+        self._emit("fluxlora.plan", text=text)
+
+    def on_stage(self, text):
+        HISTORY[self.node]["stage"] = text
+        self._emit("fluxlora.stage", text=text)
+
+    def on_saved(self, step, path):
+        HISTORY[self.node]["saved"] = {"step": step, "file": os.path.basename(path)}
+
+    def stopped(self, text):
+        """The run ended early (Cancel, an error): the chart ends on this line instead of a frozen ETA."""
+        HISTORY[self.node]["stopped"] = text
+        self._emit("fluxlora.stopped", text=text)
 
     def on_warning(self, text):
         HISTORY[self.node].setdefault("warnings", []).append(text)
-        _send("fluxlora.warning", {"node": self.node, "text": text})
+        self._emit("fluxlora.warning", text=text)
 
     def on_validation(self, step, loss):
         HISTORY[self.node]["validation"].append([step, float(loss)])
-        _send("fluxlora.validation", {"node": self.node, "step": step, "loss": float(loss)})
+        self._emit("fluxlora.validation", step=step, loss=float(loss))
 
     def on_samples(self, step, grid):
         folder = folder_paths.get_temp_directory()
@@ -84,21 +110,40 @@ class LiveRun(RunHooks):
         grid.save(os.path.join(folder, name))
         image = {"filename": name, "subfolder": "", "type": "temp"}
         HISTORY[self.node]["samples"].append({"step": step, "image": image})
-        _send("fluxlora.samples", {"node": self.node, "step": step, "image": image})
+        self._emit("fluxlora.samples", step=step, image=image)
 
     def finish(self):
         HISTORY[self.node]["done"] = True
-        _send("fluxlora.done", {"node": self.node})
+        self._emit("fluxlora.done")
 
 
 class NodeRun(LiveRun):
     """A training node's run: live chart events; Cancel keeps the work (the run saves a checkpoint, logged here)."""
 
-    resume_hint = " (resume it with resume: latest)"
+    resume_hint = "set resume to latest to continue"   # '' for a node that cannot resume
 
     def on_interrupt(self, partial):
-        logging.warning(f"Flux LoRA training interrupted after {partial.info.steps_done} steps; the LoRA so far and the "
-                        f"training state are in {partial.info.run or 'no run folder'}{self.resume_hint}")
+        steps = partial.info.steps_done
+        logging.warning(f"Flux LoRA training interrupted after {steps} steps; the LoRA so far and the training state "
+                        f"are in {partial.info.run or 'no run folder'}" + (f" ({self.resume_hint})" if self.resume_hint
+                                                                           else ""))
+        saved = HISTORY[self.node].get("saved")
+        parts = [f"cancelled at step {steps}"] + ([f"saved {saved['file']}"] if saved and saved["step"] == steps else [])
+        self.stopped(" · ".join(parts + ([self.resume_hint] if self.resume_hint else [])))
+
+    @contextmanager
+    def reporting_errors(self):
+        """An error that stops the run ends the chart with its first line (Cancel is told by on_interrupt)."""
+        import comfy.model_management as mm
+        try:
+            yield
+        except mm.InterruptProcessingException:
+            raise
+        except Exception as e:
+            steps = HISTORY[self.node]["steps"]
+            where = f"at step {steps[-1]}" if steps else "before the first step"
+            self.stopped(f"stopped {where}: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            raise
 
 
 def sample_grid(run):

@@ -5,7 +5,7 @@ from ..trainer.settings import DEFAULT_PRESET, TrainSettings
 from ..trainer.slider import DEFAULT_GUIDANCE_STRENGTH, SliderSpec
 from ..trainer.slider_run import train_slider
 from .folders import cache_folder, runs_folder
-from .live import NodeRun, run_report, sample_grid
+from .live import NodeRun, run_report, sample_grid, workflow_id
 from .settings_widgets import setting_input
 from .types import FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP, search_aliases
 
@@ -28,7 +28,7 @@ class FluxLoRASliderTrain(io.ComfyNode):
             category="FluxLoRA",
             **search_aliases("concept slider", "slider lora", "train slider"),
             is_output_node=True,
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
             description="Trains a concept slider LoRA from prompts alone (no dataset): at LoRA strength +1 the target "
                         "moves toward the positive prompt, at -1 toward the negative (ai-toolkit's concept-slider "
                         "loss). Use the file with LoraLoader; strength_model is the slider.",
@@ -77,10 +77,12 @@ class FluxLoRASliderTrain(io.ComfyNode):
         settings = TrainSettings.from_preset(DEFAULT_PRESET, **{"caption_dropout": 0.0, **(advanced or {})},
                                              steps=steps, learning_rate=learning_rate, rank=rank, seed=seed)
         spec = SliderSpec(target_prompt, positive_prompt, negative_prompt, guidance_strength)
-        live = _SliderRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps)
-        run = train_slider(model, clip, vae, spec, settings, images=images, resolution=resolution,
-                           sample_settings=sample_settings, hooks=live, cache_root=cache_folder(),
-                           runs_root=runs_folder())
+        live = _SliderRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps,
+                          workflow_id(cls.hidden))
+        with live.reporting_errors():
+            run = train_slider(model, clip, vae, spec, settings, images=images, resolution=resolution,
+                               sample_settings=sample_settings, hooks=live, cache_root=cache_folder(),
+                               runs_root=runs_folder())
         live.finish()
         return io.NodeOutput(run.lora, {"loss": list(run.lora.losses)}, run.loss_curve, sample_grid(run),
                              ui=run_report(cls, run))

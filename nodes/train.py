@@ -5,7 +5,7 @@ from ..trainer.checkpoint import list_runs
 from ..trainer.run import train_run
 from ..trainer.settings import DEFAULT_PRESET, PRESET_NOTES, PRESETS, TrainSettings, basic_names
 from .folders import cache_folder, runs_folder
-from .live import NodeRun, run_report, sample_grid
+from .live import NodeRun, run_report, sample_grid, workflow_id
 from .settings_widgets import setting_input
 from .types import FLUX_DATASET, FLUX_LORA_ADVANCED, FLUX_SAMPLE_SETTINGS, LORA_MODEL, LOSS_MAP, search_aliases
 
@@ -19,7 +19,7 @@ class FluxLoRATrain(io.ComfyNode):
             category="FluxLoRA",
             **search_aliases("lora trainer", "train lora flux", "flux lora training", "lora training"),
             is_output_node=True,
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.extra_pnginfo],
             description="Trains a FLUX.1 (dev, schnell, Kontext), FLUX.2 [klein]/[dev] or Chroma LoRA on the MODEL ComfyUI already loaded (it is left unchanged). A preset "
                         "fills every setting; 'Flux LoRA Advanced Settings' changes any of them.",
             inputs=[
@@ -64,10 +64,12 @@ class FluxLoRATrain(io.ComfyNode):
     def execute(cls, model, clip, vae, dataset, preset, resume="off", sample_settings=None, regularization=None,
                 advanced=None, **basic) -> io.NodeOutput:
         settings = TrainSettings.from_preset(preset, **(advanced or {}), **basic)
-        live = NodeRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps)
-        run = train_run(model, clip, vae, dataset, settings, preset=preset, sample_settings=sample_settings,
-                        hooks=live, cache_root=cache_folder(), runs_root=runs_folder(), resume=resume,
-                        regularization=regularization)
+        live = NodeRun(cls.hidden.unique_id if cls.hidden is not None else "headless", settings.steps,
+                        workflow_id(cls.hidden))
+        with live.reporting_errors():
+            run = train_run(model, clip, vae, dataset, settings, preset=preset, sample_settings=sample_settings,
+                            hooks=live, cache_root=cache_folder(), runs_root=runs_folder(), resume=resume,
+                            regularization=regularization)
         live.finish()
         shown = run_report(cls, run)
         shown.update(validation=[list(v) for v in run.lora.info.validation],

@@ -80,6 +80,7 @@ class Encoder:
         self.clip_id = _fingerprint(clip, clip.cond_stage_model)
         self.images_encoded = 0
         self.captions_encoded = 0
+        self.on_progress = None   # called with (images encoded, images to encode) after each VAE call
         self.channels = latent_channels(model_patcher)      # 16 (FLUX.1, Chroma) or 128 (FLUX.2)
         self.downscale = latent_downscale(model_patcher)    # 8 or 16 pixels per latent
 
@@ -109,8 +110,12 @@ class Encoder:
                 out[s.identity] = hit["latent"]
             else:
                 todo.setdefault(tuple(s.pixels.shape), []).append((s, k))
+        total, done = sum(len(group) for group in todo.values()), 0
         for group in todo.values():  # one VAE call per image size
             raw = self.vae.encode(torch.stack([s.pixels for s, _ in group]))
+            done += len(group)
+            if self.on_progress is not None:
+                self.on_progress(done, total)
             if raw.shape[1] != self.channels:
                 raise ValueError(f"The VAE gives {raw.shape[1]}-channel latents; this model needs {self.channels}-channel "
                                  "latents from its own VAE.")

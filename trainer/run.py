@@ -46,6 +46,9 @@ class RunHooks:
     def on_plan(self, text: str):
         """The VRAM plan (base weight format, streaming, estimated peak and why), before any encoding."""
 
+    def on_stage(self, text: str):
+        """What the run does before its first step (e.g. 'encoding 3/20 images')."""
+
     def on_validation(self, step: int, loss: float):
         """After each validation loss."""
 
@@ -207,7 +210,10 @@ def train_run(model, clip, vae, dataset, settings: TrainSettings, *, preset: str
         logging.warning(f"Flux LoRA Train: {len(uncaptioned)} image(s) have no caption: {', '.join(uncaptioned[:5])}")
     cache = EncodingCache(cache_root) if cache_root else NoCache()
     encoder = Encoder(model, clip, vae, cache)
+    encoder.on_progress = lambda done, total: hooks.on_stage(f"encoding images {done}/{total}")
+    hooks.on_stage(f"encoding {len(dataset.images)} images and their captions (cached ones are read)")
     examples = encoder.examples(sources_from_dataset(dataset))
+    hooks.on_stage("preparing the training copy")
     empty_caption = encoder.text("") if settings.caption_dropout > 0 else None
     slider_prompts = None
     if slider is not None:

@@ -1,6 +1,6 @@
 // Flux LoRA Advanced Settings shows what each setting left at 'preset' (or -1, or empty) will be: its label becomes
-// "alpha = 16 (balanced)", the value of the preset picked on the Flux LoRA Train node it is connected to. Refreshed
-// twice a second, so a new preset, link or value shows at once on the classic canvas and on Vue nodes alike.
+// "optimizer = adamw (balanced)", the value of the preset picked on the Flux LoRA Train node it is connected to.
+// Refreshed twice a second, so a new preset, link or value shows at once (tested on the classic canvas).
 import { app } from "../../scripts/app.js";
 import { loadPresets, presetValues } from "./presets.js";
 

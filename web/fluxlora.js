@@ -17,10 +17,20 @@ function applyPreset(node, name) {
 }
 const runs = new Map(); // node id -> {total, steps, loss, lr, samples, it_s, eta_s, done}
 
-function run(id) {
+function run(id, workflow) {
   id = String(id);
   if (!runs.has(id)) runs.set(id, { total: 0, steps: [], loss: [], lr: [], validation: [], samples: [], it_s: 0, eta_s: null, done: false });
-  return runs.get(id);
+  const r = runs.get(id);
+  if (workflow) r.workflow = workflow; // the workflow that queued the run (its id, from the server)
+  return r;
+}
+
+// the run to draw on a node: one this workflow queued (runs of other workflows that share the node id are not shown;
+// a frontend or an API prompt without workflow ids shows the node's last run, as before)
+function runOf(node) {
+  const r = runs.get(String(node.id));
+  const here = app.rootGraph?.id ?? app.graph?.id;
+  return r && (!r.workflow || !here || r.workflow === here) ? r : null;
 }
 
 // the same line as trainer/plot.py's moving_average (window: a 20th of the steps): keep the two in step
@@ -52,7 +62,7 @@ function chartParts(node) {
 function draw(node) {
   const widget = chartParts(node);
   if (!widget) return;
-  const r = runs.get(String(node.id));
+  const r = runOf(node);
   const canvas = widget.canvas;
   const ctx = canvas.getContext("2d");
   const W = (canvas.width = canvas.clientWidth || 360), H = (canvas.height = 180);
@@ -61,7 +71,7 @@ function draw(node) {
   ctx.font = "11px sans-serif";
   if (!r || r.loss.length === 0) {
     ctx.fillStyle = "#999";
-    ctx.fillText("Loss chart appears when training starts", 10, H / 2);
+    ctx.fillText(r?.stopped ?? r?.stage ?? "Loss chart appears when training starts", 10, H / 2);
     widget.info.textContent = r?.plan ?? "";
     return;
   }
@@ -100,8 +110,9 @@ function draw(node) {
   const lastVal = val.length ? ` · val ${val[val.length - 1][1].toFixed(4)}` : "";
   const warnings = r.warnings ?? []; // e.g. checkpoints that could not be written: on hover with the VRAM plan
   widget.info.title = [r.plan ?? "", ...warnings].filter(Boolean).join("\n");
+  const end = r.stopped ?? `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}`;
   widget.info.textContent = `step ${last}/${r.total} · loss ${r.loss[r.loss.length - 1].toFixed(4)}${lastVal} · ` +
-    `${r.it_s ? r.it_s.toFixed(2) : "–"} it/s · ETA ${r.done ? "done" : formatEta(r.eta_s)}` +
+    end +
     (warnings.length ? ` · ⚠ ${warnings.length} warning${warnings.length > 1 ? "s" : ""}` : "");
   widget.strip.replaceChildren(...r.samples.map((s) => {
     const img = document.createElement("img");
@@ -125,13 +136,14 @@ async function loadHistory() {
     if (!res.ok) return;
     const all = await res.json();
     for (const [id, h] of Object.entries(all)) {
-      const r = run(id);
+      const r = run(id, h.workflow);
       // keep live events that arrived while the history was on its way (steps after the history's last)
       const last = h.steps[h.steps.length - 1] ?? 0;
       const keep = r.steps.map((s, i) => [s, i]).filter(([s]) => s > last).map(([, i]) => i);
       const sampleSteps = new Set(h.samples.map((x) => x.step));
       Object.assign(r, {
         total: h.total, done: h.done || r.done, plan: h.plan ?? r.plan, warnings: h.warnings ?? r.warnings,
+        stage: h.stage ?? r.stage, stopped: h.stopped ?? r.stopped,
         steps: h.steps.concat(keep.map((i) => r.steps[i])),
         loss: h.loss.concat(keep.map((i) => r.loss[i])),
         lr: h.lr.concat(keep.map((i) => r.lr[i])),
@@ -162,10 +174,11 @@ app.registerExtension({
     window.__fluxlora = { runs }; // read by the browser tests
     await loadPresets();
     api.addEventListener("fluxlora.progress", ({ detail }) => {
-      const r = run(detail.node);
+      const r = run(detail.node, detail.workflow);
       const lastStep = r.steps[r.steps.length - 1] ?? 0;
       if (detail.step === 1 || (r.done && detail.step <= lastStep)) // a new run on this node
-        Object.assign(r, { steps: [], loss: [], lr: [], validation: [], samples: [], warnings: [], done: false });
+        Object.assign(r, { steps: [], loss: [], lr: [], validation: [], samples: [], warnings: [], done: false,
+          stopped: undefined, stage: undefined });
       else if (detail.step <= lastStep) return; // already known from the history
       r.done = false; // a resumed run continues the chart
       r.total = detail.total; r.steps.push(detail.step); r.loss.push(detail.loss); r.lr.push(detail.lr);
@@ -173,23 +186,27 @@ app.registerExtension({
       redrawAll();
     });
     api.addEventListener("fluxlora.samples", ({ detail }) => {
-      const r = run(detail.node);
+      const r = run(detail.node, detail.workflow);
       if (!r.samples.some((x) => x.step === detail.step)) r.samples.push({ step: detail.step, image: detail.image });
       redrawAll();
     });
     api.addEventListener("fluxlora.validation", ({ detail }) => {
-      const r = run(detail.node);
+      const r = run(detail.node, detail.workflow);
       if (!r.validation.some(([s]) => s === detail.step)) r.validation.push([detail.step, detail.loss]);
       redrawAll();
     });
     api.addEventListener("fluxlora.warning", ({ detail }) => {
-      const r = run(detail.node);
+      const r = run(detail.node, detail.workflow);
       r.warnings = [...(r.warnings ?? []), detail.text];
       app.extensionManager?.toast?.add?.({ severity: "warn", summary: "Flux LoRA Train", detail: detail.text, life: 20000 });
       redrawAll();
     });
-    api.addEventListener("fluxlora.plan", ({ detail }) => { run(detail.node).plan = detail.text; redrawAll(); });
-    api.addEventListener("fluxlora.done", ({ detail }) => { run(detail.node).done = true; redrawAll(); });
+    api.addEventListener("fluxlora.plan", ({ detail }) => {
+      Object.assign(run(detail.node, detail.workflow), { plan: detail.text, stopped: undefined }); redrawAll();
+    });
+    api.addEventListener("fluxlora.stage", ({ detail }) => { run(detail.node, detail.workflow).stage = detail.text; redrawAll(); });
+    api.addEventListener("fluxlora.stopped", ({ detail }) => { run(detail.node, detail.workflow).stopped = detail.text; redrawAll(); });
+    api.addEventListener("fluxlora.done", ({ detail }) => { run(detail.node, detail.workflow).done = true; redrawAll(); });
     api.addEventListener("reconnected", loadHistory);
     await loadHistory();
   },

@@ -160,6 +160,22 @@ def test_ui_workflow_in_the_browser(server):
         page.wait_for_timeout(2000)
         rebuilt = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, val: r.validation.length}; }")
         assert rebuilt == {"loss": 4, "samples": 2, "val": 2}, "the chart history survives a page reload"
+        # a run that ends early says so where the ETA was (the server's fluxlora.stopped event, replayed here)
+        stopped = page.evaluate("""() => { const api = window.comfyAPI?.api?.api ?? app.api;
+            api.dispatchEvent(new CustomEvent('fluxlora.stopped', {detail: {node: '8', text: 'cancelled at step 4'}}));
+            return app.graph.getNodeById(8).widgets.find(x => x.name === 'fluxlora_chart')
+                .element.querySelector('.fluxlora-info').textContent; }""")
+        assert stopped.endswith(" · cancelled at step 4"), stopped
+        # the run belongs to this workflow (also after the reload); another workflow's train node (the same id 8) shows
+        # no chart of it
+        ids = page.evaluate("() => [window.__fluxlora.runs.get('8').workflow ?? null, app.rootGraph?.id ?? app.graph?.id]")
+        assert ids[0] and ids[0] == ids[1], ids
+        klein = json.loads((WORKFLOWS / "flux_lora_klein.json").read_text())
+        page.evaluate("async (g) => { await app.loadGraphData(g, true, true, 'flux_lora_klein'); }", klein)
+        page.wait_for_timeout(800)
+        other = page.evaluate("""() => app.graph.getNodeById(8).widgets.find(x => x.name === 'fluxlora_chart')
+            .element.querySelector('.fluxlora-info').textContent""")
+        assert not other.startswith("step "), other
 
 
 def test_workflow_saved_with_the_first_node_layout_is_migrated(server):

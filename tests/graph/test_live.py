@@ -40,6 +40,11 @@ def test_events_and_history(comfy, pack_nodes, monkeypatch):
     assert [d["step"] for d in samples] == [2, 4] and samples[0]["image"]["type"] == "temp"
     assert (comfy["root"] / "temp" / samples[0]["image"]["filename"]).is_file()
     assert ("fluxlora.done", {"node": "train"}) in fake.events
+    stages = [d["text"] for e, d in fake.events if e == "fluxlora.stage"]   # before step 1: what the run is doing
+    assert stages[0].startswith("encoding 4 images") and "encoding images 4/4" in stages, stages
+    first_step = next(i for i, (e, _) in enumerate(fake.events) if e == "fluxlora.progress")
+    assert max(i for i, (e, _) in enumerate(fake.events) if e == "fluxlora.stage") < first_step
+    assert not [e for e, _ in fake.events if e == "fluxlora.stopped"]
     validation = [d for e, d in fake.events if e == "fluxlora.validation"]
     assert [d["step"] for d in validation] == [2, 4] and all(d["loss"] > 0 for d in validation)
 
@@ -73,3 +78,37 @@ def test_two_trainer_nodes_keep_separate_histories(comfy, pack_nodes, monkeypatc
             steps.setdefault(data["node"], []).append(data["step"])
     assert steps == {"train": [1, 2], "train_b": [1, 2, 3]}
     assert live.HISTORY["train"]["steps"] == [1, 2] and live.HISTORY["train_b"]["steps"] == [1, 2, 3]
+
+
+def test_a_cancelled_or_failed_run_ends_the_chart_with_what_happened(comfy, pack_nodes, monkeypatch):
+    """Cancel: 'cancelled at step N · saved <checkpoint> · set resume to latest to continue' instead of a frozen ETA;
+    an error: 'stopped before the first step: <its message>'."""
+    import comfy.model_management as mm
+    import server
+    from comfy.utils import set_progress_bar_global_hook
+    fake = EventServer()
+    monkeypatch.setattr(server.PromptServer, "instance", fake, raising=False)
+    files = images.write_images(comfy["root"] / "input")
+    g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=6, prefix="flux_lora/stopped")
+
+    def hook(value, total, preview=None, node_id=None):
+        if total == 6 and value == 3:
+            raise mm.InterruptProcessingException()   # what ComfyUI's progress hook does when Cancel was pressed
+    set_progress_bar_global_hook(hook)
+    try:
+        harness.run(g)
+    finally:
+        set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    (text,) = [d["text"] for e, d in fake.events if e == "fluxlora.stopped"]
+    assert text.startswith("cancelled at step 3 · saved ") and text.endswith("_step000003.safetensors · set resume to "
+                                                                            "latest to continue"), text
+    assert pack_nodes.live.HISTORY["train"]["stopped"] == text
+
+    fake.events.clear()
+    failing = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=6, prefix="flux_lora/stopped",
+                                    reference_dropout=0.3)
+    executor, _ = harness.run(failing)
+    assert not executor.success
+    (text,) = [d["text"] for e, d in fake.events if e == "fluxlora.stopped"]
+    assert text.startswith("stopped before the first step: reference_dropout is 0.3, but the dataset"), text
