@@ -8,6 +8,8 @@ import { loadPresets, presetValues } from "./presets.js";
 
 const TRAIN_NODES = ["FluxLoRA_Train", "FluxLoRA_SliderTrain"]; // the nodes that train and show the chart
 const PRESET_WIDGETS = ["steps", "learning_rate", "rank"]; // on the train node; the preset fills them when picked
+const LEGEND = [["#6f8fb0", "loss"], ["#8fd3ff", "average"], ["#d08c2c", "learning rate"], ["#5fcf6f", "validation"],
+  ["#777", "checkpoint"]];
 
 function applyPreset(node, name) {
   const values = presetValues(name);
@@ -106,6 +108,9 @@ function draw(node) {
   ctx.fillText(lo.toPrecision(3), 2, H - pad.b);
   ctx.fillStyle = "#d08c2c";
   ctx.fillText(lrHi.toExponential(1), W - pad.r + 2, pad.t + 8);
+  ctx.fillStyle = "#999"; // the step axis: its first and last step
+  ctx.fillText("1", pad.l, H - 6);
+  ctx.fillText(`step ${n}`, W - pad.r - ctx.measureText(`step ${n}`).width, H - 6);
   const last = r.steps[r.steps.length - 1];
   const lastVal = val.length ? ` · val ${val[val.length - 1][1].toFixed(4)}` : "";
   const warnings = r.warnings ?? []; // e.g. checkpoints that could not be written: on hover with the VRAM plan
@@ -230,9 +235,19 @@ app.registerExtension({
     const strip = document.createElement("div");
     strip.className = "fluxlora-strip";
     strip.style.cssText = "display:flex;overflow-x:auto";
-    root.append(canvas, info, strip);
+    const legend = document.createElement("div"); // what each line of the chart is
+    legend.className = "fluxlora-legend";
+    legend.style.cssText = "display:flex;gap:10px;color:#aaa";
+    for (const [color, label] of LEGEND) {
+      const item = document.createElement("span");
+      item.innerHTML = `<span style="display:inline-block;width:10px;height:2px;vertical-align:middle;` +
+        `margin-right:3px;background:${color}"></span>`;
+      item.append(label);
+      legend.append(item);
+    }
+    root.append(canvas, legend, info, strip);
     const widget = node.addDOMWidget("fluxlora_chart", "fluxlora_chart", root, { serialize: false, hideOnZoom: false });
-    widget.computeSize = (width) => [width, 270];
+    widget.computeSize = (width) => [width, 290];
     requestAnimationFrame(() => draw(node));
   },
 });

@@ -145,8 +145,10 @@ def test_ui_workflow_in_the_browser(server):
         run = page.evaluate("() => { const r = window.__fluxlora.runs.get('8'); return r && {loss: r.loss.length, samples: r.samples.length, val: r.validation.length, done: r.done}; }")
         assert run == {"loss": 4, "samples": 2, "val": 2, "done": True}
         drawn = page.evaluate("""() => { const w = app.graph.getNodeById(8).widgets.find(x => x.name === 'fluxlora_chart');
-            return {info: w.element.querySelector('.fluxlora-info').textContent,
+            return {legend: w.element.querySelector('.fluxlora-legend').textContent,
+                    info: w.element.querySelector('.fluxlora-info').textContent,
                     strip: w.element.querySelectorAll('.fluxlora-strip img').length}; }""")
+        assert drawn["legend"] == "lossaveragelearning ratevalidationcheckpoint", drawn
         assert drawn["info"].startswith("step 4/4 · loss ") and " · val " in drawn["info"] and drawn["strip"] == 2, drawn
         page.evaluate("""() => { const n = app.graph.getNodeById(8); app.canvas.ds.scale = 0.8;
                                    app.canvas.ds.offset = [-n.pos[0] + 420, -n.pos[1] + 60]; app.canvas.setDirty(true, true); }""")

@@ -24,6 +24,8 @@ def test_events_and_history(comfy, pack_nodes, monkeypatch):
     monkeypatch.setattr(live.register_routes, "done", False, raising=False)
     live.register_routes()
 
+    import shutil
+    shutil.rmtree(comfy["root"] / "user" / "fluxlora_cache", ignore_errors=True)   # a cold cache: every image encoded
     files = images.write_images(comfy["root"] / "input")
     g = graphs.training_graph(comfy["names"], files, images.CAPTIONS, steps=4, prefix="flux_lora/live",
                               validation_images=1, validation_every=2)
