@@ -151,7 +151,7 @@ def test_ui_workflow_in_the_browser(server):
         assert drawn["legend"] == "lossaveragelearning ratevalidationcheckpoint", drawn
         assert drawn["info"].startswith("step 4/4 · loss ") and " · val " in drawn["info"] and drawn["strip"] == 2, drawn
         page.evaluate("""() => { const n = app.graph.getNodeById(8); app.canvas.ds.scale = 0.8;
-                                   app.canvas.ds.offset = [-n.pos[0] + 420, -n.pos[1] + 60]; app.canvas.setDirty(true, true); }""")
+                                   app.canvas.ds.offset = [-n.pos[0] + 420, -n.pos[1] + 160]; app.canvas.setDirty(true, true); }""")
         page.wait_for_timeout(800)
         page.screenshot(path=str(root / "train_node.png"))
         if os.environ.get("FLUXLORA_UPDATE_DOCS"):  # refresh the README screenshot

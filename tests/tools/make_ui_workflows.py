@@ -135,6 +135,11 @@ LAYOUT_JS = """
 async ({api, name, notes}) => {
   await app.loadApiJson(api, name);
   const graph = app.graph;
+  for (const node of graph.nodes) {  // sizes as the nodes render (DOM widgets: chart, reports), before arranging
+    const [w, h] = node.computeSize();
+    const image = node.type === "PreviewImage" || node.type === "SaveImage" ? 420 : 0;  // a readable loss curve
+    node.setSize([Math.max(node.size[0], w, image), Math.max(node.size[1], h, image)]);
+  }
   graph.arrange(80);
   for (const node of graph.nodes) {  // seeds stay fixed: a re-queue must not silently retrain with a new seed
     for (const w of node.widgets ?? []) if (w.name === "control_after_generate") w.value = "fixed";
