@@ -72,7 +72,7 @@ def run_ours(args):
                                             **flux_configs.example_shapes(flux_configs.CONFIGS[args.config]))
     settings = _settings(trainer, args, args.warmup + args.steps)
     # what the memory plan (the node's estimate) expects of this run, to set against the measured peak
-    plan = trainer("memory_plan").plan_run(model, settings, trainer("loop").largest_image_tokens(examples))
+    plan = trainer("memory_plan").plan_run(model, settings, trainer("loop").largest_image_tokens(examples, trainer("loop").patch_size(model)))
     stamps = []
 
     class Stamps(trainer("loop").TrainingHooks):

@@ -57,8 +57,8 @@ class CompareCheckpoints(io.ComfyNode):
                                         "LoRA. A slider: '-1, 0, 1'."),
                 io.Int.Input("output_step", default=0, min=0, max=1000000,
                              tooltip="Which compared checkpoint the lora_name output names: its step number, or 0 "
-                                     "for the last one. Look at the grid, set the step you like, queue again (the "
-                                     "grid is not rendered twice)."),
+                                     "for the last one. Look at the grid, set the step you like and queue again (the "
+                                     "grid renders again, with the same seeds and so the same images)."),
             ],
             outputs=[
                 io.Image.Output("images", tooltip="The labelled grid: a row per checkpoint (and strength), a column "

@@ -141,7 +141,7 @@ def latent_tokens(latent, patch: int) -> int:
     return -(-latent.shape[-2] // patch) * -(-latent.shape[-1] // patch)
 
 
-def largest_image_tokens(examples, patch: int = 2) -> int:
+def largest_image_tokens(examples, patch: int) -> int:
     """Image tokens of the longest example: the image's, plus its reference images' (edit pairs)."""
     return max(latent_tokens(e.latent, patch) + sum(latent_tokens(r, patch) for r in e.references) for e in examples)
 
